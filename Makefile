@@ -1,0 +1,30 @@
+# Every target works on a fresh machine with only Go installed; e2e and bench
+# install their Debian packages themselves (they need root).
+GO ?= go
+
+.PHONY: all build run test fuzz e2e bench lint
+
+all: build
+
+build:
+	$(GO) build -o bin/coredns ./cmd/coredns
+
+run:
+	$(GO) run ./cmd/coredns -conf Corefile.example
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+# Short coverage-guided runs of every fuzz target; the seed corpora also run in `make test`.
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./revname
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAdvertisement$$' -fuzztime $(FUZZTIME) ./amt
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./table
+
+e2e:
+	bash e2e/run.sh
+
+bench:
+	bash bench/run.sh
