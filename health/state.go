@@ -1,0 +1,60 @@
+// Package health is the up/down state machine behind relay health checks. It knows nothing about
+// sockets: the prober feeds it probe outcomes and the query path reads Up.
+package health
+
+import "sync/atomic"
+
+// Policy holds the hysteresis thresholds.
+type Policy struct {
+	Fails int // consecutive failed probes that take an up target down
+	Rises int // consecutive good probes that bring a down target back up
+}
+
+// State is the health of one probe target.
+//
+// Up may be called from any goroutine at any time. Observe must be called by one goroutine at a time
+// (the target's prober); that keeps the counters plain integers and only the published flag atomic.
+type State struct {
+	down     atomic.Bool // zero value = up: until the first probe answers, serve rather than hide the target
+	observed bool
+	streak   int // length of the current run of outcomes that disagree with the published state
+}
+
+// Up reports the published state.
+func (s *State) Up() bool { return !s.down.Load() }
+
+// Observed reports whether any outcome has been recorded yet.
+func (s *State) Observed() bool { return s.observed }
+
+// Observe records one probe outcome and reports whether the published state flipped and, if it did,
+// how many consecutive outcomes caused it.
+//
+// The first outcome decides the state at once: a relay found dead at start-up must not be handed out
+// for Fails rounds, and one found alive must not wait Rises rounds before the server turns ready.
+func (s *State) Observe(ok bool, p Policy) (changed bool, streak int) {
+	if !s.observed {
+		s.observed = true
+		s.streak = 0
+		if ok == s.Up() {
+			return false, 0
+		}
+		s.down.Store(!ok)
+		return true, 1
+	}
+	if ok == s.Up() {
+		s.streak = 0
+		return false, 0
+	}
+	s.streak++
+	threshold := p.Fails
+	if ok {
+		threshold = p.Rises
+	}
+	if s.streak < threshold {
+		return false, 0
+	}
+	streak = s.streak
+	s.streak = 0
+	s.down.Store(!ok)
+	return true, streak
+}
