@@ -1,0 +1,224 @@
+package amt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Result classifies the outcome of one Probe.
+type Result uint8
+
+const (
+	// ResultOK: a matching Relay Advertisement arrived in time.
+	ResultOK Result = iota
+	// ResultTimeout: nothing at all was received before the deadline.
+	ResultTimeout
+	// ResultRefused: the target answered with ICMP port unreachable
+	// (nothing listens there). Only detected where the platform reports
+	// ICMP errors on unconnected sockets (Linux); elsewhere this shows up
+	// as ResultTimeout.
+	ResultRefused
+	// ResultBadReply: packets arrived but none was a matching Relay
+	// Advertisement (wrong nonce, wrong type, bad length...).
+	ResultBadReply
+	// ResultError: a local failure (socket, send, invalid target) or the
+	// context was canceled; see Reply.Err.
+	ResultError
+)
+
+// String returns the name used as a metrics label value.
+func (r Result) String() string {
+	switch r {
+	case ResultOK:
+		return "ok"
+	case ResultTimeout:
+		return "timeout"
+	case ResultRefused:
+		return "refused"
+	case ResultBadReply:
+		return "bad_reply"
+	case ResultError:
+		return "error"
+	}
+	return fmt.Sprintf("Result(%d)", uint8(r))
+}
+
+// Reply is the outcome of one Probe.
+type Reply struct {
+	Result Result
+	// RTT from sending the Discovery to receiving the matching
+	// Advertisement; zero unless Result is ResultOK.
+	RTT time.Duration
+	// Relay is the address the relay advertised. It may differ from the
+	// probed address: anycast discovery addresses advertise a unicast
+	// relay, and brokers may name another relay.
+	Relay netip.Addr
+	// From is the source of the matching Advertisement. It may differ
+	// from the target when the relay sits behind anycast or replies from a
+	// wildcard-bound socket.
+	From netip.AddrPort
+	// Ignored counts received packets that were not a matching
+	// Advertisement.
+	Ignored int
+	// Err holds the detail for ResultError and ResultRefused. When the
+	// context was canceled, errors.Is(Err, context.Canceled) holds, which
+	// lets callers tell shutdown apart from a relay failure.
+	Err error
+}
+
+// DefaultTimeout is used by Probe when it is given a non-positive timeout,
+// so that a probe can never wait forever.
+const DefaultTimeout = time.Second
+
+// maxReads bounds how many packets one probe reads. A relay sends exactly
+// one Advertisement, so anything beyond a handful is noise or a flood; the
+// bound keeps a flood from pinning a worker until the deadline.
+const maxReads = 64
+
+// readBufLen is larger than the biggest valid Advertisement so that an
+// oversized datagram is seen as oversized (and rejected) instead of being
+// silently truncated into something that parses.
+const readBufLen = advertisementLen6 + 8
+
+// ErrInvalidTarget is reported in Reply.Err for a target without a usable
+// address or port.
+var ErrInvalidTarget = errors.New("amt: invalid probe target")
+
+// Probe sends one Relay Discovery with a fresh random non-zero nonce to
+// target and waits up to timeout, or until ctx is done, for a matching Relay
+// Advertisement. The Advertisement may come from any source address and
+// port: relays behind anycast, or bound to a wildcard address, do not always
+// answer from the address that was probed. The nonce is what ties the
+// answer to the probe.
+//
+// Each call uses its own unconnected UDP socket, closed before returning,
+// and leaves no goroutine behind.
+func Probe(ctx context.Context, target netip.AddrPort, timeout time.Duration) Reply {
+	if err := ctx.Err(); err != nil {
+		return Reply{Result: ResultError, Err: err}
+	}
+	addr := target.Addr().Unmap()
+	if !addr.IsValid() || target.Port() == 0 || (addr.Is4() && addr.Zone() != "") {
+		return Reply{Result: ResultError, Err: fmt.Errorf("%w: %v", ErrInvalidTarget, target)}
+	}
+	target = netip.AddrPortFrom(addr, target.Port())
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+
+	network, local := "udp6", "[::]:0"
+	if addr.Is4() {
+		network, local = "udp4", "0.0.0.0:0"
+	}
+	lc := net.ListenConfig{Control: controlRecvErr}
+	pc, err := lc.ListenPacket(ctx, network, local)
+	if err != nil {
+		return Reply{Result: ResultError, Err: err}
+	}
+	conn := pc.(*net.UDPConn)
+	defer conn.Close()
+
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	// The deadline must be in place before AfterFunc is armed, otherwise
+	// this call could overwrite the "now" deadline set by a cancellation
+	// that raced with it.
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		return Reply{Result: ResultError, Err: err}
+	}
+	if ctx.Done() != nil {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		stop := context.AfterFunc(ctx, func() {
+			defer wg.Done()
+			// A deadline in the past wakes the blocked read at once.
+			_ = conn.SetReadDeadline(time.Unix(1, 0))
+		})
+		defer func() {
+			// If the callback has already been started it may still be
+			// running; wait so that no goroutine outlives the probe.
+			if stop() {
+				wg.Done()
+			}
+			wg.Wait()
+		}()
+	}
+
+	nonce := newNonce()
+	var buf [readBufLen]byte
+	start := time.Now()
+	if _, err := conn.WriteToUDPAddrPort(AppendDiscovery(buf[:0], nonce), target); err != nil {
+		return errorReply(err, 0)
+	}
+
+	ignored := 0
+	for range maxReads {
+		n, from, err := conn.ReadFromUDPAddrPort(buf[:])
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			return errorReply(err, ignored)
+		}
+		got, relay, perr := ParseAdvertisement(buf[:n])
+		if perr != nil || got != nonce {
+			ignored++
+			continue
+		}
+		return Reply{
+			Result:  ResultOK,
+			RTT:     time.Since(start),
+			Relay:   relay,
+			From:    from,
+			Ignored: ignored,
+		}
+	}
+
+	// A canceled context is reported as such rather than as a relay fault:
+	// the caller is going away and the relay has not had its full time.
+	if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return Reply{Result: ResultError, Ignored: ignored, Err: err}
+	}
+	if ignored > 0 {
+		return Reply{Result: ResultBadReply, Ignored: ignored}
+	}
+	return Reply{Result: ResultTimeout}
+}
+
+// errorReply maps a socket error to a Reply. ECONNREFUSED can only come from
+// an ICMP port unreachable for our own Discovery (the socket has sent nothing
+// else), so it is a statement about the target, not about us.
+func errorReply(err error, ignored int) Reply {
+	r := ResultError
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		r = ResultRefused
+	}
+	return Reply{Result: r, Ignored: ignored, Err: err}
+}
+
+// newNonce returns a random non-zero nonce. crypto/rand keeps nonces
+// unpredictable, which is the only protection against an off-path attacker
+// forging Advertisements; zero is skipped because relays drop it.
+func newNonce() uint32 {
+	var b [4]byte
+	for range 16 {
+		_, _ = rand.Read(b[:]) // never fails since Go 1.24
+		if n := binary.BigEndian.Uint32(b[:]); n != 0 {
+			return n
+		}
+	}
+	// 16 zero draws in a row mean the generator is broken; any fixed
+	// non-zero value is still a valid (if guessable) nonce.
+	return 1
+}
