@@ -1,0 +1,288 @@
+package table
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+var testRelays = map[string]int{"r1": 1, "r2": 2, "r3": 3}
+
+func resolveTest(name string) (int, bool) {
+	i, ok := testRelays[name]
+	return i, ok
+}
+
+func TestParseFile(t *testing.T) {
+	const file = "# sources for the lab\n" +
+		"\n" +
+		"198.51.100.0/24 r1 r2   # two relays\n" +
+		"\t203.0.113.0/24\tr3\r\n" +
+		"203.0.113.128/25 r2 r1 r2\n" +
+		"2001:db8::/32 r1\n" +
+		"   # indented comment\n" +
+		"192.0.2.1 r3\n" +
+		"::ffff:192.0.2.0/120 r2#comment right after a field\n" +
+		"2001:db8:1::1 r2 r3"
+	b, err := ParseFile(strings.NewReader(file), "sources.txt", resolveTest)
+	if err != nil {
+		t.Fatalf("ParseFile: %v", err)
+	}
+	tab := b.Build()
+	tests := []struct {
+		addr string
+		want []int
+	}{
+		{"198.51.100.1", []int{1, 2}},
+		{"203.0.113.1", []int{3}},
+		{"203.0.113.200", []int{1, 2}},
+		{"2001:db8::5", []int{1}},
+		{"192.0.2.1", []int{3}},
+		{"192.0.2.2", []int{2}},
+		{"2001:db8:1::1", []int{2, 3}},
+	}
+	for _, tc := range tests {
+		if got, ok := tab.Lookup(netip.MustParseAddr(tc.addr)); !ok || !slices.Equal(got, tc.want) {
+			t.Errorf("Lookup(%s) = %v, %v; want %v", tc.addr, got, ok, tc.want)
+		}
+	}
+	if tab.Len4() != 5 || tab.Len6() != 2 || tab.NumSets() != 5 {
+		t.Errorf("Len4 %d, Len6 %d, NumSets %d; want 5, 2, 5", tab.Len4(), tab.Len6(), tab.NumSets())
+	}
+}
+
+func TestParseFileOrigins(t *testing.T) {
+	b, err := ParseFile(strings.NewReader("# x\n10.0.0.0/8 r1\n"), "a.txt", resolveTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Add(netip.MustParsePrefix("10.0.0.0/8"), []int{2}, Origin{File: "Corefile", Line: 4})
+	if err == nil || err.Error() != "10.0.0.0/8: duplicate, first at a.txt:2" {
+		t.Errorf("Duplicate of a file entry: %v", err)
+	}
+}
+
+func TestParseFileEmpty(t *testing.T) {
+	for _, in := range []string{"", "\n", "# only a comment", "\r\n\r\n", "\uFEFF"} {
+		b, err := ParseFile(strings.NewReader(in), "empty.txt", resolveTest)
+		if err != nil || b.Len() != 0 {
+			t.Errorf("ParseFile(%q) = %v entries, %v; want an empty builder", in, b.Len(), err)
+		}
+	}
+}
+
+func TestParseFileBOM(t *testing.T) {
+	b, err := ParseFile(strings.NewReader("\uFEFF10.0.0.0/8 r1\n"), "bom.txt", resolveTest)
+	if err != nil || b.Len() != 1 {
+		t.Fatalf("File with byte order mark: %v", err)
+	}
+	// Only at the very start; elsewhere it is just a bad prefix.
+	_, err = ParseFile(strings.NewReader("10.0.0.0/8 r1\n\uFEFF11.0.0.0/8 r1\n"), "bom.txt", resolveTest)
+	if err == nil || !strings.HasPrefix(err.Error(), "bom.txt:2: bad prefix") {
+		t.Errorf("Byte order mark on line 2: %v", err)
+	}
+}
+
+func TestParseFileErrors(t *testing.T) {
+	long := "10.0.0.0/8 r1 " + strings.Repeat("#", MaxLineLen)
+	tests := []struct {
+		name string
+		in   string
+		want string // the whole error message
+	}{
+		{"unknown relay", "10.0.0.0/8 r1\n10.1.0.0/16 r1 r9\n", `src.txt:2: unknown relay "r9"`},
+		{"bad prefix", "10.0.0.0/33 r1\n", `src.txt:1: bad prefix "10.0.0.0/33": prefix length out of range`},
+		{"host bits", "\n\n203.0.113.7/24 r1\n", `src.txt:3: bad prefix "203.0.113.7/24": 203.0.113.7/24 has host bits set; did you mean 203.0.113.0/24?`},
+		{"zone", "fe80::1%eth0 r1\n", `src.txt:1: bad prefix "fe80::1%eth0": fe80::1%eth0: zones are not allowed`},
+		{"relay as prefix", "r1 10.0.0.0/8\n", `src.txt:1: bad prefix "r1": unable to parse IP`},
+		{"duplicate", "# c\n203.0.113.0/24 r1\n\n203.0.113.0/24 r2\n", "src.txt:4: 203.0.113.0/24: duplicate, first at line 2"},
+		{"duplicate mapped", "203.0.113.0/24 r1\n::ffff:203.0.113.0/120 r2\n", "src.txt:2: 203.0.113.0/24: duplicate, first at line 1"},
+		{"no relays", "198.51.100.0/24\n", "src.txt:1: no relays for 198.51.100.0/24"},
+		{"no relays before comment", "198.51.100.0/24 # r1\n", "src.txt:1: no relays for 198.51.100.0/24"},
+		{"trailing garbage field", "10.0.0.0/8 r1 ;\n", `src.txt:1: unknown relay ";"`},
+		{"comma separated", "10.0.0.0/8 r1,r2\n", `src.txt:1: unknown relay "r1,r2"`},
+		{"truncated last line", "10.0.0.0/8 r1\n198.51.10", `src.txt:2: bad prefix "198.51.10": IPv4 address too short`},
+		{"truncated after slash", "10.0.0.0/8 r1\n198.51.100.0/", `src.txt:2: bad prefix "198.51.100.0/": bad bits after slash: ""`},
+		{"NUL", "10.0.0.0/8 r1\n\x00\x00\x00\x00", "src.txt:2: NUL byte at column 1"},
+		{"NUL in comment", "10.0.0.0/8 r1 # a\x00b\n", "src.txt:1: NUL byte at column 18"},
+		{"control char", "10.0.0.0/8\vr1\n", "src.txt:1: control character 0x0b at column 11"},
+		{"lone CR", "10.0.0.0/8 r1\r11.0.0.0/8 r1\n", "src.txt:1: control character 0x0d at column 14"},
+		{"long line", "10.0.0.0/8 r1\n" + long + "\n11.0.0.0/8 r1\n", fmt.Sprintf("src.txt:2: line longer than %d bytes", MaxLineLen)},
+		{"long last line", long, fmt.Sprintf("src.txt:1: line longer than %d bytes", MaxLineLen)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := ParseFile(strings.NewReader(tc.in), "src.txt", resolveTest)
+			if err == nil {
+				t.Fatalf("ParseFile succeeded with %d entries, want %q", b.Len(), tc.want)
+			}
+			if b != nil {
+				t.Errorf("ParseFile returned a builder along with an error")
+			}
+			if err.Error() != tc.want {
+				t.Errorf("Error:\n got %q\nwant %q", err, tc.want)
+			}
+			var le *LineError
+			if !errors.As(err, &le) || le.At.File != "src.txt" || le.At.Line == 0 {
+				t.Errorf("Error %v carries no *LineError with a position", err)
+			}
+		})
+	}
+}
+
+func TestParseFileLineLimit(t *testing.T) {
+	// Exactly MaxLineLen bytes of content, with either line end, is fine.
+	line := "10.0.0.0/8 r1 #"
+	line += strings.Repeat("x", MaxLineLen-len(line))
+	for _, end := range []string{"\n", "\r\n", ""} {
+		if _, err := ParseFile(strings.NewReader(line+end), "f", resolveTest); err != nil {
+			t.Errorf("Line of %d bytes ending in %q: %v", len(line), end, err)
+		}
+	}
+	// A line longer than the reader's buffer is skipped as a whole and
+	// the next line is still checked.
+	huge := strings.Repeat("1", 200<<10)
+	_, err := ParseFile(strings.NewReader(huge+"\n10.0.0.0/8 r9\n"), "f", resolveTest)
+	want := fmt.Sprintf("f:1: line longer than %d bytes\nf:2: unknown relay \"r9\"", MaxLineLen)
+	if err == nil || err.Error() != want {
+		t.Errorf("Huge line: %v, want %q", err, want)
+	}
+}
+
+func TestParseFileAllErrors(t *testing.T) {
+	// Every line is checked, errors come in file order, and the list is
+	// capped with a count of the rest.
+	var in strings.Builder
+	for i := 0; i < 15; i++ {
+		fmt.Fprintf(&in, "10.%d.0.0/16 r9\n", i)
+		fmt.Fprintf(&in, "11.%d.0.0/16 r1\n", i)
+	}
+	_, err := ParseFile(strings.NewReader(in.String()), "f", resolveTest)
+	if err == nil {
+		t.Fatal("ParseFile succeeded")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != maxReported+1 {
+		t.Fatalf("Got %d error lines, want %d:\n%v", len(lines), maxReported+1, err)
+	}
+	for i := 0; i < maxReported; i++ {
+		if want := fmt.Sprintf("f:%d: unknown relay \"r9\"", 2*i+1); lines[i] != want {
+			t.Errorf("Error %d is %q, want %q", i, lines[i], want)
+		}
+	}
+	if want := "f: 5 more errors not shown"; lines[maxReported] != want {
+		t.Errorf("Last line %q, want %q", lines[maxReported], want)
+	}
+}
+
+func TestParseFileRelayCache(t *testing.T) {
+	// Lines alternate between repeated and changed relay lists; each must
+	// get its own set even though the parser remembers the last one.
+	in := "10.0.0.0/16 r1 r2\n10.1.0.0/16 r1 r2\n10.2.0.0/16 r3\n10.3.0.0/16 r1 r2\n" +
+		"10.4.0.0/16 r9\n10.5.0.0/16 r9\n"
+	_, err := ParseFile(strings.NewReader(in), "f", resolveTest)
+	if err == nil || err.Error() != "f:5: unknown relay \"r9\"\nf:6: unknown relay \"r9\"" {
+		t.Errorf("Unknown relay on consecutive lines: %v", err)
+	}
+	b, err := ParseFile(strings.NewReader(in[:strings.Index(in, "10.4")]), "f", resolveTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := b.Build()
+	want := [][]int{{1, 2}, {1, 2}, {3}, {1, 2}}
+	for i, w := range want {
+		if got, _ := tab.Lookup(netip.AddrFrom4([4]byte{10, byte(i), 0, 1})); !slices.Equal(got, w) {
+			t.Errorf("10.%d.0.1 -> %v, want %v", i, got, w)
+		}
+	}
+}
+
+func TestParseFileReadError(t *testing.T) {
+	r := iotest.DataErrReader(iotest.ErrReader(errors.New("disk on fire")))
+	_, err := ParseFile(r, "f", resolveTest)
+	if err == nil || err.Error() != "f:1: read: disk on fire" {
+		t.Errorf("Read error: %v", err)
+	}
+	r = iotest.OneByteReader(strings.NewReader("10.0.0.0/8 r1\r\n11.0.0.0/8 r2"))
+	if b, err := ParseFile(r, "f", resolveTest); err != nil || b.Len() != 2 {
+		t.Errorf("One byte at a time: %v", err)
+	}
+}
+
+func TestParseLine(t *testing.T) {
+	tests := []struct {
+		in     string
+		prefix string
+		relays []string
+		err    string
+	}{
+		{"", "", nil, ""},
+		{"   \t ", "", nil, ""},
+		{"# comment", "", nil, ""},
+		{"10.0.0.0/8", "10.0.0.0/8", nil, ""},
+		{"10.0.0.0/8 r1", "10.0.0.0/8", []string{"r1"}, ""},
+		{" \t10.0.0.0/8\t\tr1  r2 # c", "10.0.0.0/8", []string{"r1", "r2"}, ""},
+		{"10.0.0.0/8 r1\r\n", "10.0.0.0/8", []string{"r1"}, ""},
+		{"10.0.0.0/8 r1\n", "10.0.0.0/8", []string{"r1"}, ""},
+		{"a#b c", "a", nil, ""},
+		{"x ünïcode", "x", []string{"ünïcode"}, ""},
+		{"10.0.0.0/8 r1\x00", "", nil, "NUL byte at column 14"},
+		{"10.0.0.0/8\fr1", "", nil, "control character 0x0c at column 11"},
+		{"10.0.0.0/8 r1\x7f", "", nil, "control character 0x7f at column 14"},
+		{"10.0.0.0/8 r1\r\r\n", "", nil, "control character 0x0d at column 14"},
+		{"# \x01 in a comment is fine", "", nil, ""},
+		{strings.Repeat("x", MaxLineLen+1), "", nil, "line longer than 4096 bytes"},
+	}
+	for _, tc := range tests {
+		prefix, relays, err := ParseLine(tc.in)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("ParseLine(%q) error %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || prefix != tc.prefix || !slices.Equal(relays, tc.relays) {
+			t.Errorf("ParseLine(%q) = %q, %q, %v; want %q, %q", tc.in, prefix, relays, err, tc.prefix, tc.relays)
+		}
+	}
+}
+
+func FuzzParseLine(f *testing.F) {
+	for _, s := range []string{
+		"", "# comment", "10.0.0.0/8 r1", "\t203.0.113.0/24\tr3\r\n",
+		"198.51.100.0/24 r1 r2 # two", "2001:db8::/32 r1", "198.51.10",
+		"10.0.0.0/8 r1\x00", "a#b", "x\vy", "::ffff:192.0.2.0/120 r2",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		prefix, relays, err := ParseLine(line)
+		if err != nil {
+			if prefix != "" || relays != nil {
+				t.Fatalf("ParseLine(%q) returned fields with error %v", line, err)
+			}
+			return
+		}
+		if prefix == "" && relays != nil {
+			t.Fatalf("ParseLine(%q) returned relays without a prefix", line)
+		}
+		for _, fld := range append([]string{prefix}, relays...) {
+			if prefix != "" && (fld == "" || strings.ContainsAny(fld, " \t#\r\n\x00")) {
+				t.Fatalf("ParseLine(%q) returned field %q", line, fld)
+			}
+			if !strings.Contains(line, fld) {
+				t.Fatalf("ParseLine(%q) returned %q, which is not in the line", line, fld)
+			}
+		}
+		// Whatever the tokenizer accepts, the rest of the file path must
+		// handle without panicking.
+		if prefix != "" {
+			_, _ = ParsePrefix(prefix)
+		}
+		_, _ = ParseFile(strings.NewReader(line), "fuzz", resolveTest)
+	})
+}
