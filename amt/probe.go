@@ -107,7 +107,7 @@ func Probe(ctx context.Context, target netip.AddrPort, timeout time.Duration) Re
 		return Reply{Result: ResultError, Err: err}
 	}
 	addr := target.Addr().Unmap()
-	if !addr.IsValid() || target.Port() == 0 || (addr.Is4() && addr.Zone() != "") {
+	if !addr.IsValid() || target.Port() == 0 {
 		return Reply{Result: ResultError, Err: fmt.Errorf("%w: %v", ErrInvalidTarget, target)}
 	}
 	target = netip.AddrPortFrom(addr, target.Port())
