@@ -1,0 +1,235 @@
+package amtrelay
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// answerCorefile serves in-addr.arpa and ip6.arpa with health checks off, so every configured relay
+// is up; whoami behind amtrelay shows which queries fall through.
+const answerCorefile = `
+in-addr.arpa:0 ip6.arpa:0 example.org:0 {
+	bind 127.0.0.1
+	amtrelay in-addr.arpa ip6.arpa {
+		relay v4a 192.0.2.1 precedence 10
+		relay v4b 192.0.2.2 precedence 10
+		relay dual 192.0.2.3 2001:db8::3 precedence 20 discovery_optional
+		relay named relays.example.net precedence 30
+		relay v6only 2001:db8::6 precedence 5
+		source 198.51.100.0/24 v4a v4b dual named
+		source 2001:db8:100::/48 v6only
+		source 203.0.113.0/24 v6only
+		nameserver ns1.example.net ns2.example.net
+		ttl 45
+		health_check off
+	}
+	whoami
+}`
+
+const (
+	revS   = "12.100.51.198.in-addr.arpa."
+	apexS  = "amt." + revS
+	revV6  = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.8.b.d.0.1.0.0.2.ip6.arpa." // 2001:db8:100::5
+	apexV6 = "amt." + revV6
+)
+
+// Expected AMTRELAY RDATA per relay address (RFC 8777 §4.2): precedence, D|type, relay.
+var (
+	rdV4a   = "0a01c0000201"
+	rdV4b   = "0a01c0000202"
+	rdDual4 = "1481c0000203"
+	rdDual6 = "148220010db8000000000000000000000003"
+	rdNamed = "1e030672656c617973076578616d706c65036e657400"
+	rdV6    = "050220010db8000000000000000000000006"
+)
+
+type wantSection struct {
+	owner  string   // expected owner of every record ("" = no records)
+	rtype  uint16   // expected type of every record
+	rdatas []string // expected RDATA hex, in any order unless ordered
+	ttl    uint32
+}
+
+type answerCase struct {
+	name     string
+	qname    string
+	qtype    uint16
+	through  bool // expect the next plugin (whoami) to answer
+	rcode    int
+	answer   wantSection
+	soaOwner string // expected owner of the single SOA in authority ("" = empty authority)
+}
+
+func TestAnswers(t *testing.T) {
+	s := startServer(t, answerCorefile)
+	soaNS := "example.net."
+	cases := []answerCase{
+		{name: "anycast A", qname: apexS, qtype: dns.TypeA,
+			answer: wantSection{apexS, dns.TypeA, []string{"c0000201", "c0000202", "c0000203"}, 45}},
+		{name: "anycast AAAA", qname: apexS, qtype: dns.TypeAAAA,
+			answer: wantSection{apexS, dns.TypeAAAA, []string{"20010db8000000000000000000000003"}, 45}},
+		{name: "anycast AMTRELAY", qname: apexS, qtype: dns.TypeAMTRELAY,
+			answer: wantSection{apexS, dns.TypeAMTRELAY, []string{rdV4a, rdV4b, rdDual4, rdDual6, rdNamed}, 45}},
+		{name: "RFC 8777 AMTRELAY", qname: revS, qtype: dns.TypeAMTRELAY,
+			answer: wantSection{revS, dns.TypeAMTRELAY, []string{rdV4a, rdV4b, rdDual4, rdDual6, rdNamed}, 45}},
+		{name: "apex SOA", qname: apexS, qtype: dns.TypeSOA, answer: wantSection{apexS, dns.TypeSOA, nil, 45}},
+		{name: "apex NS", qname: apexS, qtype: dns.TypeNS, answer: wantSection{apexS, dns.TypeNS, nil, 45}},
+		{name: "other type at apex is NODATA", qname: apexS, qtype: dns.TypeTXT, soaOwner: apexS},
+		{name: "ANY at apex is NODATA", qname: apexS, qtype: dns.TypeANY, soaOwner: apexS},
+		{name: "below apex is NXDOMAIN", qname: "x." + apexS, qtype: dns.TypeA, rcode: dns.RcodeNameError, soaOwner: apexS},
+		{name: "deep below apex is NXDOMAIN", qname: "a.b." + apexS, qtype: dns.TypeAMTRELAY, rcode: dns.RcodeNameError, soaOwner: apexS},
+		{name: "unknown source at apex is NXDOMAIN", qname: "amt.99.2.0.192.in-addr.arpa.", qtype: dns.TypeA,
+			rcode: dns.RcodeNameError, soaOwner: "amt.99.2.0.192.in-addr.arpa."},
+		{name: "v4 source, v6-only relays: A is NODATA", qname: "amt.5.113.0.203.in-addr.arpa.", qtype: dns.TypeA,
+			soaOwner: "amt.5.113.0.203.in-addr.arpa."},
+		{name: "v4 source, v6-only relays: AAAA", qname: "amt.5.113.0.203.in-addr.arpa.", qtype: dns.TypeAAAA,
+			answer: wantSection{"amt.5.113.0.203.in-addr.arpa.", dns.TypeAAAA, []string{"20010db8000000000000000000000006"}, 45}},
+		{name: "IPv6 source AAAA", qname: apexV6, qtype: dns.TypeAAAA,
+			answer: wantSection{apexV6, dns.TypeAAAA, []string{"20010db8000000000000000000000006"}, 45}},
+		{name: "IPv6 source AMTRELAY", qname: revV6, qtype: dns.TypeAMTRELAY,
+			answer: wantSection{revV6, dns.TypeAMTRELAY, []string{rdV6}, 45}},
+		{name: "mixed case is echoed", qname: "AmT.12.100.51.198.In-Addr.ARPA.", qtype: dns.TypeA,
+			answer: wantSection{"AmT.12.100.51.198.In-Addr.ARPA.", dns.TypeA, []string{"c0000201", "c0000202", "c0000203"}, 45}},
+		{name: "mixed case NXDOMAIN SOA owner", qname: "X.aMt.12.100.51.198.IN-addr.arpa.", qtype: dns.TypeA,
+			rcode: dns.RcodeNameError, soaOwner: "aMt.12.100.51.198.IN-addr.arpa."},
+		{name: "A at rev(S) falls through", qname: revS, qtype: dns.TypeA, through: true},
+		{name: "PTR at rev(S) falls through", qname: revS, qtype: dns.TypePTR, through: true},
+		{name: "unknown source at rev(S) falls through", qname: "99.2.0.192.in-addr.arpa.", qtype: dns.TypeAMTRELAY, through: true},
+		{name: "other label falls through", qname: "foo." + revS, qtype: dns.TypeA, through: true},
+		{name: "partial reverse name falls through", qname: "100.51.198.in-addr.arpa.", qtype: dns.TypeAMTRELAY, through: true},
+		{name: "name outside the zones falls through", qname: "amt.example.org.", qtype: dns.TypeA, through: true},
+		{name: "leading zero is not a source", qname: "amt.012.100.51.198.in-addr.arpa.", qtype: dns.TypeA, through: true},
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tc := range cases {
+			t.Run(proto+"/"+tc.name, func(t *testing.T) {
+				r := s.query(t, proto, tc.qname, tc.qtype)
+				if tc.through {
+					if !r.fellThrough() {
+						t.Fatalf("Expected whoami to answer, got %v", r.msg)
+					}
+					return
+				}
+				checkAnswer(t, r, tc, soaNS)
+			})
+		}
+	}
+}
+
+func checkAnswer(t *testing.T, r reply, tc answerCase, soaNS string) {
+	t.Helper()
+	rcode, aa, question, sec := r.sections(t)
+	if rcode != tc.rcode {
+		t.Errorf("Rcode %s, want %s", dns.RcodeToString[rcode], dns.RcodeToString[tc.rcode])
+	}
+	if !aa {
+		t.Errorf("Expected the AA bit")
+	}
+	if question != tc.qname {
+		t.Errorf("Question %q, want it echoed as %q", question, tc.qname)
+	}
+	ans := sec[0]
+	switch {
+	case tc.answer.owner == "" && len(ans) > 0:
+		t.Errorf("Expected an empty answer, got %v", ans)
+	case tc.answer.owner != "":
+		if len(ans) == 0 {
+			t.Fatalf("Expected answers, got none")
+		}
+		var got []string
+		for _, rr := range ans {
+			if rr.name != tc.answer.owner || rr.rtype != tc.answer.rtype || rr.ttl != tc.answer.ttl {
+				t.Errorf("Record %s %d %d, want %s %d %d", rr.name, rr.rtype, rr.ttl, tc.answer.owner, tc.answer.rtype, tc.answer.ttl)
+			}
+			got = append(got, rr.rdata)
+		}
+		if tc.answer.rdatas != nil {
+			want := slices.Clone(tc.answer.rdatas)
+			slices.Sort(want)
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				t.Errorf("RDATA %v, want %v", got, want)
+			}
+		}
+	}
+	if tc.soaOwner == "" {
+		if len(sec[1]) > 0 {
+			t.Errorf("Expected an empty authority section, got %v", sec[1])
+		}
+	} else {
+		if len(sec[1]) != 1 || sec[1][0].rtype != dns.TypeSOA || sec[1][0].name != tc.soaOwner {
+			t.Fatalf("Expected one SOA owned by %s in authority, got %v", tc.soaOwner, sec[1])
+		}
+		soa := r.msg.Ns[0].(*dns.SOA)
+		if soa.Ns != "ns1."+soaNS || soa.Minttl != 45 || soa.Hdr.Ttl != 45 || soa.Serial == 0 {
+			t.Errorf("Unexpected SOA %v", soa)
+		}
+	}
+}
+
+func TestApexSOAAndNS(t *testing.T) {
+	s := startServer(t, answerCorefile)
+	r := s.query(t, "udp", "AMT."+revS, dns.TypeSOA)
+	soa, ok := r.msg.Answer[0].(*dns.SOA)
+	if !ok || soa.Hdr.Name != "AMT."+revS || soa.Ns != "ns1.example.net." || soa.Mbox != "hostmaster.AMT."+revS {
+		t.Fatalf("Unexpected SOA answer %v", r.msg.Answer)
+	}
+	r = s.query(t, "udp", apexS, dns.TypeNS)
+	var ns []string
+	for _, rr := range r.msg.Answer {
+		ns = append(ns, rr.(*dns.NS).Ns)
+	}
+	if slices.Sort(ns); strings.Join(ns, " ") != "ns1.example.net. ns2.example.net." {
+		t.Fatalf("Unexpected NS answer %v", r.msg.Answer)
+	}
+}
+
+// A and AAAA answers list lower precedence first and rotate relays of equal precedence, so that a
+// gateway taking the first address spreads over equally preferred relays.
+func TestAddressOrder(t *testing.T) {
+	s := startServer(t, answerCorefile)
+	firsts := map[string]int{}
+	for i := 0; i < 64; i++ {
+		r := s.query(t, "udp", apexS, dns.TypeA)
+		var addrs []string
+		for _, rr := range r.msg.Answer {
+			addrs = append(addrs, rr.(*dns.A).A.String())
+		}
+		if len(addrs) != 3 || addrs[2] != "192.0.2.3" {
+			t.Fatalf("Expected the precedence-20 relay last, got %v", addrs)
+		}
+		firsts[addrs[0]]++
+	}
+	if firsts["192.0.2.1"] == 0 || firsts["192.0.2.2"] == 0 {
+		t.Fatalf("Expected both precedence-10 relays to lead some answers in 64 queries, got %v", firsts)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		qname string
+		kind  nameKind
+		apex  string
+		src   string
+	}{
+		{revS, nameReverse, "", "198.51.100.12"},
+		{apexS, nameApex, apexS, "198.51.100.12"},
+		{"x." + apexS, nameBelow, apexS, "198.51.100.12"},
+		{"x.y.AMT." + revS, nameBelow, "AMT." + revS, "198.51.100.12"},
+		{"xamt." + revS, nameOther, "", ""},
+		{"amt\\.x." + revS, nameOther, "", ""},
+		{"foo." + revS, nameOther, "", ""},
+		{"100.51.198.in-addr.arpa.", nameOther, "", ""},
+		{"example.org.", nameOther, "", ""},
+	}
+	for _, tc := range tests {
+		kind, apex, src := classify(tc.qname, "amt")
+		if kind != tc.kind || apex != tc.apex || (tc.src != "" && src != netip.MustParseAddr(tc.src)) {
+			t.Errorf("classify(%q) = %d %q %v, want %d %q %s", tc.qname, kind, apex, src, tc.kind, tc.apex, tc.src)
+		}
+	}
+}

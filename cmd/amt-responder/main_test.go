@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/amtdns/amtrelay/amt"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer lets the test read stderr while run is still writing it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var listenLine = regexp.MustCompile(`on (\S+), advertising (\S+), mode (\S+)`)
+
+// startRun runs the command until the returned stop function is called and
+// returns the addresses it reported listening on.
+func startRun(t *testing.T, args ...string) (addrs []netip.AddrPort, advertised []string, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	codeCh := make(chan int, 1)
+	go func() { codeCh <- run(ctx, args, &out) }()
+	stop = func() int { cancel(); return <-codeCh }
+
+	want := strings.Count(strings.Join(args, " "), "-listen")
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case code := <-codeCh:
+			cancel()
+			t.Fatalf("Run exited early with %d: %s", code, out.String())
+		default:
+		}
+		if m := listenLine.FindAllStringSubmatch(out.String(), -1); len(m) == want {
+			for _, x := range m {
+				addrs = append(addrs, netip.MustParseAddrPort(x[1]))
+				advertised = append(advertised, x[2])
+			}
+			return addrs, advertised, stop
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	t.Fatalf("No start lines after 10s: %q", out.String())
+	return nil, nil, nil
+}
+
+func TestRunAnswersAndExitsZero(t *testing.T) {
+	addrs, adv, stop := startRun(t, "-listen", "127.0.0.1:0", "-listen", "127.0.0.2:0")
+	for i, a := range addrs {
+		if adv[i] != a.Addr().String() {
+			t.Errorf("Listen %v advertises %s, want its own address", a, adv[i])
+		}
+		rep := amt.Probe(context.Background(), a, 5*time.Second)
+		if rep.Result != amt.ResultOK || rep.Relay != a.Addr() {
+			t.Errorf("Probe(%v) = %v relay %v (%v)", a, rep.Result, rep.Relay, rep.Err)
+		}
+	}
+	if code := stop(); code != 0 {
+		t.Errorf("Exit code %d after signal, want 0", code)
+	}
+	// The ports are released on exit.
+	for _, a := range addrs {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(a))
+		if err != nil {
+			t.Errorf("Port %v still held after exit: %v", a, err)
+			continue
+		}
+		c.Close()
+	}
+}
+
+func TestRunAdvertiseAndMode(t *testing.T) {
+	addrs, adv, stop := startRun(t, "-listen", "127.0.0.1:0", "-advertise", "192.0.2.10", "-mode", "other_source")
+	defer stop()
+	if adv[0] != "192.0.2.10" {
+		t.Errorf("Start line advertises %s, want 192.0.2.10", adv[0])
+	}
+	rep := amt.Probe(context.Background(), addrs[0], 5*time.Second)
+	if rep.Result != amt.ResultOK || rep.Relay != netip.MustParseAddr("192.0.2.10") || rep.From == addrs[0] {
+		t.Errorf("Probe = %v relay %v from %v (%v)", rep.Result, rep.Relay, rep.From, rep.Err)
+	}
+}
+
+func TestRunBindFailure(t *testing.T) {
+	taken, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	defer taken.Close()
+	busy := taken.LocalAddr().String()
+
+	var out bytes.Buffer
+	code := run(context.Background(), []string{"-listen", "127.0.0.1:0", "-listen", busy}, &out)
+	if code != 1 {
+		t.Errorf("Exit code %d, want 1", code)
+	}
+	if !strings.Contains(out.String(), "cannot listen on "+busy) {
+		t.Errorf("Message %q does not name %s", out.String(), busy)
+	}
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"-listen", "localhost:2268"},
+		{"-listen", "127.0.0.1"},
+		{"-listen", "0.0.0.0:0"},
+		{"-listen", "127.0.0.1:0", "-advertise", "relay.example.net"},
+		{"-listen", "127.0.0.1:0", "-mode", "loud"},
+		{"-listen", "127.0.0.1:0", "extra"},
+		{"-bogus"},
+	} {
+		var out bytes.Buffer
+		if code := run(context.Background(), args, &out); code != 2 {
+			t.Errorf("Run(%q) = %d, want 2; output %q", args, code, out.String())
+		}
+		if out.Len() == 0 {
+			t.Errorf("Run(%q) printed no message", args)
+		}
+	}
+}

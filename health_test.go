@@ -1,0 +1,215 @@
+package amtrelay
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amtdns/amtrelay/amt/amttest"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// Probe timing for the health tests: fast enough to keep the package quick, slow enough for -race.
+const (
+	testInterval = 150 * time.Millisecond
+	testTimeout  = 100 * time.Millisecond
+	testFails    = 2
+	testRises    = 2
+)
+
+func startResponder(t *testing.T, addr string) *amttest.Responder {
+	t.Helper()
+	r, err := amttest.Start(addr)
+	if err != nil {
+		t.Fatalf("Responder on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { r.Stop() })
+	return r
+}
+
+// freePort finds a loopback TCP port for the ready plugin's listener.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// healthCorefile builds a server whose relays are the given fixture responders, each relay named
+// after its position (h0, h1, ...) and probed at the responder's port.
+func healthCorefile(readyAddr, allDown string, responders ...*amttest.Responder) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "in-addr.arpa:0 {\n\tbind 127.0.0.1\n\tready %s {\n\t\tmonitor continuously\n\t}\n", readyAddr)
+	fmt.Fprintf(&b, "\tamtrelay {\n\t\thealth_check %v timeout %v fails %d rises %d\n\t\tall_down %s\n",
+		testInterval, testTimeout, testFails, testRises, allDown)
+	var names []string
+	for i, r := range responders {
+		name := fmt.Sprintf("h%d", i)
+		names = append(names, name)
+		fmt.Fprintf(&b, "\t\trelay %s %s probe %s\n", name, r.Addr().Addr(), r.Addr())
+	}
+	fmt.Fprintf(&b, "\t\tsource 198.51.100.0/24 %s\n\t}\n}\n", strings.Join(names, " "))
+	return b.String()
+}
+
+// addresses returns the sorted A records of amt.rev(198.51.100.12), or the rcode if there are none.
+func addresses(t *testing.T, s *testServer) string {
+	t.Helper()
+	r := s.query(t, "udp", apexS, dns.TypeA)
+	var got []string
+	for _, rr := range r.msg.Answer {
+		got = append(got, rr.(*dns.A).A.String())
+	}
+	if len(got) == 0 {
+		return dns.RcodeToString[r.msg.Rcode]
+	}
+	slices.Sort(got)
+	return strings.Join(got, " ")
+}
+
+// eventually polls cond for up to a bounded time and fails with what it last saw.
+func eventually(t *testing.T, what string, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %v; last saw %s", what, within, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func readyStatus(addr string) int {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + addr + "/ready")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func expectAddresses(t *testing.T, s *testServer, want string) {
+	t.Helper()
+	// fails (or rises) consecutive probes, each up to an interval apart, plus slack for a loaded machine.
+	within := time.Duration(max(testFails, testRises)+1)*testInterval + 2*time.Second
+	eventually(t, "answer "+want, within, func() (bool, string) {
+		got := addresses(t, s)
+		return got == want, got
+	})
+}
+
+func expectReady(t *testing.T, readyAddr string, want int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("ready status %d", want), 5*time.Second, func() (bool, string) {
+		got := readyStatus(readyAddr)
+		return got == want, fmt.Sprint(got)
+	})
+}
+
+func TestHealthFailoverAndRecovery(t *testing.T) {
+	r0 := startResponder(t, "127.0.0.21:0")
+	r1 := startResponder(t, "127.0.0.22:0")
+	readyAddr := freePort(t)
+	s := startServer(t, healthCorefile(readyAddr, "serve", r0, r1))
+
+	expectReady(t, readyAddr, http.StatusOK)
+	expectAddresses(t, s, "127.0.0.21 127.0.0.22")
+	if v := testutil.ToFloat64(relayUp.WithLabelValues("h0")); v != 1 {
+		t.Errorf("Expected relay_up{h0} 1, got %v", v)
+	}
+
+	// One relay dies: it leaves the answers after `fails` probes, the server stays ready.
+	downBefore := testutil.ToFloat64(relayTransitions.WithLabelValues("h0", "down"))
+	refusedBefore := testutil.ToFloat64(probesTotal.WithLabelValues("h0", "refused"))
+	r0.Stop()
+	expectAddresses(t, s, "127.0.0.22")
+	if v := testutil.ToFloat64(relayUp.WithLabelValues("h0")); v != 0 {
+		t.Errorf("Expected relay_up{h0} 0, got %v", v)
+	}
+	if d := testutil.ToFloat64(relayTransitions.WithLabelValues("h0", "down")) - downBefore; d != 1 {
+		t.Errorf("Expected one down transition for h0, got %v", d)
+	}
+	if d := testutil.ToFloat64(probesTotal.WithLabelValues("h0", "refused")) - refusedBefore; d < testFails {
+		t.Errorf("Expected at least %d refused probes of the closed port, got %v", testFails, d)
+	}
+	if got := readyStatus(readyAddr); got != http.StatusOK {
+		t.Errorf("Expected ready while one relay is up, got %d", got)
+	}
+
+	// Both dead: all_down serve answers with every relay (fail open) and readiness drops.
+	r1.Stop()
+	expectReady(t, readyAddr, http.StatusServiceUnavailable)
+	expectAddresses(t, s, "127.0.0.21 127.0.0.22")
+
+	// One comes back: after `rises` probes it is the only answer and the server is ready again.
+	if err := r1.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	expectAddresses(t, s, "127.0.0.22")
+	expectReady(t, readyAddr, http.StatusOK)
+	if v := testutil.ToFloat64(relayUp.WithLabelValues("h1")); v != 1 {
+		t.Errorf("Expected relay_up{h1} 1, got %v", v)
+	}
+}
+
+func TestHealthAllDownPolicies(t *testing.T) {
+	for _, tc := range []struct {
+		policy string
+		rcode  int
+		answer bool
+	}{
+		{"serve", dns.RcodeSuccess, true},
+		{"nodata", dns.RcodeSuccess, false},
+		{"servfail", dns.RcodeServerFailure, false},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			dead := startResponder(t, "127.0.0.23:0")
+			dead.Stop() // nothing listens: the first probe decides the relay is down
+			readyAddr := freePort(t)
+			s := startServer(t, healthCorefile(readyAddr, tc.policy, dead))
+			expectReady(t, readyAddr, http.StatusServiceUnavailable)
+			eventually(t, "all_down answer", 3*time.Second, func() (bool, string) {
+				r := s.query(t, "udp", apexS, dns.TypeA)
+				ok := r.msg.Rcode == tc.rcode && (len(r.msg.Answer) > 0) == tc.answer
+				if ok && tc.policy == "nodata" {
+					ok = len(r.msg.Ns) == 1 && r.msg.Ns[0].Header().Rrtype == dns.TypeSOA
+				}
+				return ok, r.msg.String()
+			})
+			r := s.query(t, "tcp", revS, dns.TypeAMTRELAY)
+			if rcode, _, _, sec := r.sections(t); rcode != tc.rcode || (len(sec[0]) > 0) != tc.answer {
+				t.Errorf("RFC 8777 query under all_down %s: rcode %d, %d answers", tc.policy, rcode, len(sec[0]))
+			}
+		})
+	}
+}
+
+func TestHealthIgnoresBadReplies(t *testing.T) {
+	bad := startResponder(t, "127.0.0.24:0")
+	bad.SetMode(amttest.WrongNonce)
+	other := startResponder(t, "127.0.0.25:0")
+	other.SetMode(amttest.OtherSource)
+	readyAddr := freePort(t)
+	before := testutil.ToFloat64(probesTotal.WithLabelValues("h0", "bad_reply"))
+	s := startServer(t, healthCorefile(readyAddr, "nodata", bad, other))
+
+	// A relay that answers from another address is up; one that answers with the wrong nonce is not.
+	expectAddresses(t, s, "127.0.0.25")
+	if d := testutil.ToFloat64(probesTotal.WithLabelValues("h0", "bad_reply")) - before; d < 1 {
+		t.Errorf("Expected bad_reply probes for the wrong-nonce relay, got %v", d)
+	}
+}

@@ -1,0 +1,37 @@
+package amtrelay
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/coredns/coredns/core/dnsserver"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/metrics"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+	_ "github.com/coredns/coredns/plugin/whoami"
+	"go.uber.org/goleak"
+)
+
+// The tests run real CoreDNS servers: the directive list gets amtrelay exactly as cmd/coredns does it,
+// and only the in-tree plugins the test Corefiles use are linked in.
+var (
+	inTreeDirectives       = slices.Clone(dnsserver.Directives)
+	directivesWithAMTRelay []string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if directivesWithAMTRelay, err = InsertDirective(inTreeDirectives); err != nil {
+		panic(err)
+	}
+	if err := dnsserver.SetDirectives(directivesWithAMTRelay); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m,
+		// Started once per process by CoreDNS packages and never stopped, whatever the test does.
+		goleak.IgnoreAnyFunction("github.com/coredns/caddy.TrapSignals.func1"),
+		goleak.IgnoreAnyFunction("github.com/coredns/caddy.trapSignalsPosix.func1"),
+		goleak.IgnoreAnyFunction("github.com/coredns/coredns/plugin/pkg/log.(*logger).Warningf"),
+	)
+}

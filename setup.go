@@ -1,0 +1,446 @@
+package amtrelay
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/amtdns/amtrelay/table"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/miekg/dns"
+)
+
+// pluginName is the directive, the handler's Name, the log prefix and the metrics subsystem.
+const pluginName = "amtrelay"
+
+var log = clog.NewWithPlugin(pluginName)
+
+func init() { plugin.Register(pluginName, setup) }
+
+func setup(c *caddy.Controller) error {
+	cfg, err := parse(c)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	a := newAMTRelay(cfg)
+	c.OnStartup(a.start)
+	c.OnShutdown(a.stop)
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		a.Next = next
+		return a
+	})
+	return nil
+}
+
+// Names of relays become Prometheus label values and log words: keep them plain.
+var relayNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// lastSerial makes SOA serials strictly increase across config loads, even two in one second.
+var lastSerial atomic.Uint32
+
+func nextSerial() uint32 {
+	now := uint32(time.Now().Unix())
+	for {
+		prev := lastSerial.Load()
+		next := max(now, prev+1)
+		if lastSerial.CompareAndSwap(prev, next) {
+			return next
+		}
+	}
+}
+
+// sourceLine is a `source` property kept until every relay is known, so relays and sources may
+// come in any order; file and line make the error point at the right place.
+type sourceLine struct {
+	prefix netip.Prefix
+	relays []string
+	file   string
+	line   int
+}
+
+// parse reads one server block's amtrelay stanza. It does no I/O and starts nothing.
+func parse(c *caddy.Controller) (*config, error) {
+	var cfg *config
+	for c.Next() {
+		if cfg != nil {
+			return nil, plugin.ErrOnce
+		}
+		var err error
+		if cfg, err = parseStanza(c); err != nil {
+			return nil, err
+		}
+	}
+	if cfg == nil {
+		return nil, c.ArgErr()
+	}
+	return cfg, nil
+}
+
+func parseStanza(c *caddy.Controller) (*config, error) {
+	cfg := &config{
+		label: defaultLabel,
+		ttl:   defaultTTL,
+		health: healthCheck{
+			interval: defaultInterval,
+			timeout:  defaultTimeout,
+		},
+		serial: nextSerial(),
+	}
+	cfg.health.policy.Fails, cfg.health.policy.Rises = defaultFails, defaultRises
+
+	zoneArgs := c.RemainingArgs()
+	for _, z := range zoneArgs {
+		if _, ok := dns.IsDomainName(z); !ok || len(plugin.Host(z).NormalizeExact()) == 0 {
+			return nil, c.Errf("invalid zone %q", z)
+		}
+	}
+	cfg.zones = plugin.OriginsFromArgsOrServerBlock(zoneArgs, c.ServerBlockKeys)
+
+	var (
+		sources  []sourceLine
+		byName   = map[string]*relay{}
+		byAddr   = map[string]string{} // endpoint address → relay name, to reject an address in two relays
+		seenProp = map[string]bool{}
+	)
+	for c.NextBlock() {
+		prop := c.Val()
+		if prop != "relay" && prop != "source" {
+			if seenProp[prop] {
+				return nil, c.Errf("%s given twice", prop)
+			}
+			seenProp[prop] = true
+		}
+		switch prop {
+		case "relay":
+			r, err := parseRelay(c)
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := byName[r.name]; dup {
+				return nil, c.Errf("relay %q defined twice", r.name)
+			}
+			for _, e := range r.endpoints {
+				if other, dup := byAddr[e.String()]; dup {
+					return nil, c.Errf("relay %q: address %s already belongs to relay %q", r.name, e, other)
+				}
+				byAddr[e.String()] = r.name
+			}
+			byName[r.name] = r
+			cfg.relays = append(cfg.relays, r)
+		case "source":
+			args := c.RemainingArgs()
+			if len(args) < 2 {
+				return nil, c.Errf("source needs a prefix and at least one relay name")
+			}
+			p, err := table.ParsePrefix(args[0])
+			if err != nil {
+				return nil, c.Errf("source: %v", err)
+			}
+			sources = append(sources, sourceLine{prefix: p, relays: args[1:], file: c.File(), line: c.Line()})
+		case "label":
+			l, err := singleArg(c)
+			if err != nil {
+				return nil, err
+			}
+			if !isLabel(l) {
+				return nil, c.Errf("label %q is not a single DNS label", l)
+			}
+			cfg.label = strings.ToLower(l)
+		case "ttl":
+			s, err := singleArg(c)
+			if err != nil {
+				return nil, err
+			}
+			ttl, err := strconv.ParseUint(s, 10, 32)
+			if err != nil || ttl > math.MaxInt32 {
+				return nil, c.Errf("ttl %q is not a number of seconds between 0 and %d", s, math.MaxInt32)
+			}
+			cfg.ttl = uint32(ttl)
+		case "nameserver":
+			args := c.RemainingArgs()
+			if len(args) == 0 {
+				return nil, c.ArgErr()
+			}
+			for _, ns := range args {
+				if _, ok := dns.IsDomainName(ns); !ok || ns == "." {
+					return nil, c.Errf("nameserver %q is not a domain name", ns)
+				}
+				cfg.nameservers = append(cfg.nameservers, strings.ToLower(dns.Fqdn(ns)))
+			}
+		case "health_check":
+			hc, err := parseHealthCheck(c)
+			if err != nil {
+				return nil, err
+			}
+			cfg.health = hc
+		case "all_down":
+			s, err := singleArg(c)
+			if err != nil {
+				return nil, err
+			}
+			p, ok := allDownPolicies[s]
+			if !ok {
+				return nil, c.Errf("all_down %q: want serve, nodata or servfail", s)
+			}
+			cfg.allDown = p
+		case "fallthrough":
+			cfg.fall.SetZonesFromArgs(c.RemainingArgs())
+		default:
+			return nil, c.Errf("unknown property %q", prop)
+		}
+	}
+
+	if len(cfg.relays) == 0 {
+		return nil, c.Err("no relay defined")
+	}
+	if len(sources) == 0 {
+		return nil, c.Err("no source defined: every query would miss")
+	}
+
+	// Lower precedence first, config order within a precedence: relay indices then follow answer order.
+	slices.SortStableFunc(cfg.relays, func(a, b *relay) int { return int(a.precedence) - int(b.precedence) })
+	index := make(map[string]int, len(cfg.relays))
+	for i, r := range cfg.relays {
+		index[r.name] = i
+	}
+
+	b := table.NewBuilder()
+	for _, s := range sources {
+		ids := make([]int, 0, len(s.relays))
+		for _, name := range s.relays {
+			i, ok := index[name]
+			if !ok {
+				return nil, lineErr(s.file, s.line, "source %s: unknown relay %q", s.prefix, name)
+			}
+			ids = append(ids, i)
+		}
+		if err := b.Add(s.prefix, ids, table.Origin{File: s.file, Line: s.line}); err != nil {
+			return nil, lineErr(s.file, s.line, "source %v", err)
+		}
+	}
+	cfg.sources = b.Build()
+	return cfg, nil
+}
+
+// lineErr formats an error the way the caddy dispenser does, for errors found after the block was read.
+func lineErr(file string, line int, format string, args ...any) error {
+	return fmt.Errorf("%s:%d - Error during parsing: %s", file, line, fmt.Sprintf(format, args...))
+}
+
+func singleArg(c *caddy.Controller) (string, error) {
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return "", c.ArgErr()
+	}
+	return args[0], nil
+}
+
+// isLabel accepts one LDH-style label; underscores are allowed since the name is ours to choose.
+func isLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseRelay reads `relay NAME ADDRESS... [precedence N] [discovery_optional] [probe HOST:PORT]`.
+func parseRelay(c *caddy.Controller) (*relay, error) {
+	args := c.RemainingArgs()
+	if len(args) < 2 {
+		return nil, c.Errf("relay needs a name and at least one address")
+	}
+	r := &relay{name: args[0]}
+	if !relayNameRE.MatchString(r.name) {
+		return nil, c.Errf("relay name %q: use letters, digits, '.', '_' or '-' (at most 63)", r.name)
+	}
+	var addresses []string
+	seenOpt := map[string]bool{}
+	for i := 1; i < len(args); i++ {
+		switch arg := args[i]; arg {
+		case "precedence", "probe":
+			if seenOpt[arg] {
+				return nil, c.Errf("relay %q: %s given twice", r.name, arg)
+			}
+			seenOpt[arg] = true
+			if i+1 >= len(args) {
+				return nil, c.Errf("relay %q: %s needs a value", r.name, arg)
+			}
+			i++
+			if arg == "precedence" {
+				p, err := strconv.ParseUint(args[i], 10, 8)
+				if err != nil {
+					return nil, c.Errf("relay %q: precedence %q is not a number from 0 to 255", r.name, args[i])
+				}
+				r.precedence = uint8(p)
+			} else {
+				if err := checkHostPort(args[i]); err != nil {
+					return nil, c.Errf("relay %q: probe %q: %v", r.name, args[i], err)
+				}
+				r.probe = args[i]
+			}
+		case "discovery_optional":
+			r.discoveryOptional = true
+		default:
+			if len(seenOpt) > 0 || r.discoveryOptional {
+				return nil, c.Errf("relay %q: address %q after the options; list addresses first", r.name, arg)
+			}
+			addr, err := parseRelayAddress(arg)
+			if err != nil {
+				return nil, c.Errf("relay %q: %v", r.name, err)
+			}
+			if slices.Contains(addresses, addr) {
+				return nil, c.Errf("relay %q: address %s listed twice", r.name, addr)
+			}
+			addresses = append(addresses, addr)
+		}
+	}
+	if len(addresses) == 0 {
+		return nil, c.Errf("relay %q has no address", r.name)
+	}
+	for _, a := range addresses {
+		e := newEndpoint(r, a)
+		if err := e.encodeRdata(); err != nil {
+			return nil, c.Errf("relay %q: %s: %v", r.name, a, err)
+		}
+		r.endpoints = append(r.endpoints, e)
+	}
+	r.upEndpoints.Store(int32(len(r.endpoints)))
+	return r, nil
+}
+
+// parseRelayAddress returns the canonical text of an IP address or the lower-case FQDN of a relay name.
+func parseRelayAddress(s string) (string, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		switch {
+		case a.Zone() != "":
+			return "", fmt.Errorf("address %q: zones are not allowed in DNS answers", s)
+		case a.Is4In6():
+			return "", fmt.Errorf("address %q: write the IPv4 form %s", s, a.Unmap())
+		case a.IsUnspecified() || a.IsMulticast():
+			return "", fmt.Errorf("address %q is not a unicast address", s)
+		}
+		return a.String(), nil
+	}
+	if looksNumeric(s) {
+		return "", fmt.Errorf("%q is neither an IP address nor a domain name", s)
+	}
+	if _, ok := dns.IsDomainName(s); !ok || s == "." || strings.ContainsAny(s, `\ `) {
+		return "", fmt.Errorf("%q is neither an IP address nor a domain name", s)
+	}
+	return strings.ToLower(dns.Fqdn(s)), nil
+}
+
+// looksNumeric catches mistyped addresses ("203.0.113", "2001:db8:::1") that would otherwise pass as names.
+func looksNumeric(s string) bool {
+	if strings.Contains(s, ":") {
+		return true
+	}
+	s = strings.TrimSuffix(s, ".")
+	last := s[strings.LastIndexByte(s, '.')+1:]
+	_, err := strconv.Atoi(last)
+	return err == nil
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	if _, err := parseRelayAddress(host); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parseHealthCheck reads `health_check INTERVAL [timeout DURATION] [fails N] [rises N]` or `health_check off`.
+func parseHealthCheck(c *caddy.Controller) (healthCheck, error) {
+	hc := healthCheck{timeout: defaultTimeout}
+	hc.policy.Fails, hc.policy.Rises = defaultFails, defaultRises
+	args := c.RemainingArgs()
+	if len(args) == 0 {
+		return hc, c.ArgErr()
+	}
+	if args[0] == "off" {
+		if len(args) > 1 {
+			return hc, c.Errf("health_check off takes no options")
+		}
+		return healthCheck{}, nil
+	}
+	var err error
+	if hc.interval, err = positiveDuration(args[0]); err != nil {
+		return hc, c.Errf("health_check interval: %v", err)
+	}
+	timeoutSet := false
+	seen := map[string]bool{}
+	for i := 1; i < len(args); i += 2 {
+		opt := args[i]
+		if seen[opt] {
+			return hc, c.Errf("health_check: %s given twice", opt)
+		}
+		seen[opt] = true
+		if i+1 >= len(args) {
+			return hc, c.Errf("health_check: %s needs a value", opt)
+		}
+		val := args[i+1]
+		switch opt {
+		case "timeout":
+			if hc.timeout, err = positiveDuration(val); err != nil {
+				return hc, c.Errf("health_check timeout: %v", err)
+			}
+			timeoutSet = true
+		case "fails", "rises":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 || n > 100 {
+				return hc, c.Errf("health_check %s %q: want a whole number from 1 to 100", opt, val)
+			}
+			if opt == "fails" {
+				hc.policy.Fails = n
+			} else {
+				hc.policy.Rises = n
+			}
+		default:
+			return hc, c.Errf("health_check: unknown option %q", opt)
+		}
+	}
+	if !timeoutSet && hc.timeout >= hc.interval {
+		hc.timeout = hc.interval / 2
+	}
+	if hc.timeout >= hc.interval {
+		return hc, c.Errf("health_check timeout %v must be shorter than the interval %v", hc.timeout, hc.interval)
+	}
+	return hc, nil
+}
+
+var errNotPositive = errors.New("must be greater than zero")
+
+func positiveDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%s %w", s, errNotPositive)
+	}
+	return d, nil
+}

@@ -1,0 +1,217 @@
+package amtrelay
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coredns/caddy"
+)
+
+func TestParseDefaults(t *testing.T) {
+	c := caddy.NewTestController("dns", `amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+	}`)
+	c.ServerBlockKeys = []string{"in-addr.arpa.", "ip6.arpa."}
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	if got := strings.Join(cfg.zones, " "); got != "in-addr.arpa. ip6.arpa." {
+		t.Errorf("Expected the server block's zones, got %q", got)
+	}
+	if cfg.label != "amt" || cfg.ttl != 30 || cfg.allDown != allDownServe {
+		t.Errorf("Expected label amt, ttl 30, all_down serve; got %q %d %d", cfg.label, cfg.ttl, cfg.allDown)
+	}
+	want := healthCheck{interval: 5 * time.Second, timeout: time.Second}
+	want.policy.Fails, want.policy.Rises = 3, 2
+	if cfg.health != want {
+		t.Errorf("Expected health defaults %+v, got %+v", want, cfg.health)
+	}
+	r := cfg.relays[0]
+	if r.precedence != 0 || r.discoveryOptional || r.probe != "" || len(r.endpoints) != 1 {
+		t.Errorf("Unexpected relay defaults: %+v", r)
+	}
+	if cfg.serial == 0 {
+		t.Errorf("Expected a non-zero SOA serial")
+	}
+}
+
+func TestParseFull(t *testing.T) {
+	c := caddy.NewTestController("dns", `amtrelay 100.51.198.in-addr.arpa 8.b.d.0.1.0.0.2.ip6.arpa {
+		relay far 192.0.2.9 precedence 20
+		relay near 192.0.2.1 2001:db8::1 precedence 10 discovery_optional probe 127.0.0.1:3000
+		relay named Relays.Example.NET precedence 10
+		source 198.51.100.0/24 near far
+		source 198.51.100.128/25 far
+		source 2001:db8::/32 named
+		label AMT-dns
+		ttl 60
+		nameserver ns1.example.net ns2.example.net.
+		health_check 2s timeout 500ms fails 4 rises 1
+		all_down nodata
+		fallthrough 100.51.198.in-addr.arpa
+	}`)
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	if got := strings.Join(cfg.zones, " "); got != "100.51.198.in-addr.arpa. 8.b.d.0.1.0.0.2.ip6.arpa." {
+		t.Errorf("Unexpected zones %q", got)
+	}
+	var names []string
+	for _, r := range cfg.relays {
+		names = append(names, r.name)
+	}
+	if got := strings.Join(names, " "); got != "near named far" {
+		t.Errorf("Expected relays sorted by precedence, config order within one, got %q", got)
+	}
+	near := cfg.relays[0]
+	if near.precedence != 10 || !near.discoveryOptional || near.probe != "127.0.0.1:3000" || len(near.endpoints) != 2 {
+		t.Errorf("Unexpected relay near: %+v", near)
+	}
+	if h := cfg.relays[1].endpoints[0].host; h != "relays.example.net." {
+		t.Errorf("Expected a lower-case FQDN relay name, got %q", h)
+	}
+	if cfg.label != "amt-dns" || cfg.ttl != 60 || cfg.allDown != allDownNoData {
+		t.Errorf("Unexpected label/ttl/all_down: %q %d %d", cfg.label, cfg.ttl, cfg.allDown)
+	}
+	if got := strings.Join(cfg.nameservers, " "); got != "ns1.example.net. ns2.example.net." {
+		t.Errorf("Unexpected nameservers %q", got)
+	}
+	if cfg.health.interval != 2*time.Second || cfg.health.timeout != 500*time.Millisecond ||
+		cfg.health.policy.Fails != 4 || cfg.health.policy.Rises != 1 {
+		t.Errorf("Unexpected health check %+v", cfg.health)
+	}
+	if !cfg.fall.Through("1.100.51.198.in-addr.arpa.") {
+		t.Errorf("Expected fallthrough for the configured zone")
+	}
+	ids, ok := cfg.sources.Lookup(netip.MustParseAddr("198.51.100.200"))
+	if !ok || len(ids) != 1 || cfg.relays[ids[0]].name != "far" {
+		t.Errorf("Expected the /25 to map to far, got %v %v", ids, ok)
+	}
+	ids, ok = cfg.sources.Lookup(netip.MustParseAddr("198.51.100.1"))
+	if !ok || len(ids) != 2 || cfg.relays[ids[0]].name != "near" || cfg.relays[ids[1]].name != "far" {
+		t.Errorf("Expected the /24 to map to near then far, got %v %v", ids, ok)
+	}
+}
+
+func TestParseHealthCheckOff(t *testing.T) {
+	c := caddy.NewTestController("dns", `amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+		health_check off
+	}`)
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	if cfg.health.interval != 0 {
+		t.Errorf("Expected health checks off, got %+v", cfg.health)
+	}
+}
+
+func TestParseShortIntervalShrinksDefaultTimeout(t *testing.T) {
+	c := caddy.NewTestController("dns", `amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+		health_check 500ms
+	}`)
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	if cfg.health.timeout != 250*time.Millisecond {
+		t.Errorf("Expected the default timeout to shrink to half the interval, got %v", cfg.health.timeout)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	const good = "relay r1 192.0.2.1\nsource 198.51.100.0/24 r1\n"
+	tests := []struct {
+		name  string
+		input string
+		err   string // substring of the error
+		line  int    // the line the error must name, 0 to skip the check
+	}{
+		{"unknown property", "amtrelay {\n" + good + "bogus 1\n}", `unknown property "bogus"`, 4},
+		{"no relay", "amtrelay {\nsource 198.51.100.0/24 r1\n}", "no relay defined", 0},
+		{"no source", "amtrelay {\nrelay r1 192.0.2.1\n}", "no source defined", 0},
+		{"bad zone", "amtrelay exa..mple {\n" + good + "}", "invalid zone", 1},
+		{"relay without address", "amtrelay {\n" + good + "relay r2\n}", "at least one address", 4},
+		{"duplicate relay", "amtrelay {\n" + good + "relay r1 192.0.2.2\n}", `relay "r1" defined twice`, 4},
+		{"address in two relays", "amtrelay {\n" + good + "relay r2 192.0.2.1\n}", "already belongs to relay", 4},
+		{"address twice", "amtrelay {\n" + good + "relay r2 192.0.2.2 192.0.2.2\n}", "listed twice", 4},
+		{"bad relay name", "amtrelay {\n" + good + "relay r{2} 192.0.2.2\n}", "relay name", 4},
+		{"precedence 300", "amtrelay {\n" + good + "relay r2 192.0.2.2 precedence 300\n}", "precedence \"300\"", 4},
+		{"precedence negative", "amtrelay {\n" + good + "relay r2 192.0.2.2 precedence -1\n}", "precedence", 4},
+		{"precedence missing value", "amtrelay {\n" + good + "relay r2 192.0.2.2 precedence\n}", "needs a value", 4},
+		{"precedence twice", "amtrelay {\n" + good + "relay r2 192.0.2.2 precedence 1 precedence 2\n}", "given twice", 4},
+		{"address after options", "amtrelay {\n" + good + "relay r2 192.0.2.2 discovery_optional 192.0.2.3\n}", "list addresses first", 4},
+		{"mistyped address", "amtrelay {\n" + good + "relay r2 192.0.2\n}", "neither an IP address", 4},
+		{"mistyped v6", "amtrelay {\n" + good + "relay r2 2001:db8:::1\n}", "neither an IP address", 4},
+		{"zone in address", "amtrelay {\n" + good + "relay r2 fe80::1%eth0\n}", "zones are not allowed", 4},
+		{"mapped address", "amtrelay {\n" + good + "relay r2 ::ffff:192.0.2.2\n}", "write the IPv4 form", 4},
+		{"multicast relay", "amtrelay {\n" + good + "relay r2 232.1.1.1\n}", "not a unicast address", 4},
+		{"bad probe", "amtrelay {\n" + good + "relay r2 192.0.2.2 probe 127.0.0.1\n}", "probe", 4},
+		{"probe port 0", "amtrelay {\n" + good + "relay r2 192.0.2.2 probe 127.0.0.1:0\n}", "port", 4},
+		{"probe port too big", "amtrelay {\n" + good + "relay r2 192.0.2.2 probe 127.0.0.1:70000\n}", "port", 4},
+		{"source bad prefix", "amtrelay {\n" + good + "source 198.51.100.0/33 r1\n}", "source", 4},
+		{"source host bits", "amtrelay {\n" + good + "source 198.51.100.7/24 r1\n}", "host bits", 4},
+		{"source no relay", "amtrelay {\n" + good + "source 203.0.113.0/24\n}", "at least one relay", 4},
+		{"source unknown relay", "amtrelay {\nrelay r1 192.0.2.1\nsource 198.51.100.0/24 r1 r9\n}", `unknown relay "r9"`, 3},
+		{"source duplicate", "amtrelay {\n" + good + "source 198.51.100.0/24 r1\n}", "duplicate", 4},
+		{"label with dot", "amtrelay {\n" + good + "label a.b\n}", "single DNS label", 4},
+		{"label twice", "amtrelay {\n" + good + "label a\nlabel b\n}", "label given twice", 5},
+		{"ttl negative", "amtrelay {\n" + good + "ttl -1\n}", "ttl", 4},
+		{"ttl huge", "amtrelay {\n" + good + "ttl 4294967295\n}", "ttl", 4},
+		{"ttl no arg", "amtrelay {\n" + good + "ttl\n}", "Wrong argument count", 4},
+		{"nameserver none", "amtrelay {\n" + good + "nameserver\n}", "Wrong argument count", 4},
+		{"nameserver bad", "amtrelay {\n" + good + "nameserver a..b\n}", "not a domain name", 4},
+		{"health no args", "amtrelay {\n" + good + "health_check\n}", "Wrong argument count", 4},
+		{"health negative interval", "amtrelay {\n" + good + "health_check -5s\n}", "greater than zero", 4},
+		{"health zero interval", "amtrelay {\n" + good + "health_check 0s\n}", "greater than zero", 4},
+		{"health bad interval", "amtrelay {\n" + good + "health_check often\n}", "interval", 4},
+		{"health timeout >= interval", "amtrelay {\n" + good + "health_check 1s timeout 1s\n}", "shorter than the interval", 4},
+		{"health negative timeout", "amtrelay {\n" + good + "health_check 1s timeout -1s\n}", "greater than zero", 4},
+		{"health fails 0", "amtrelay {\n" + good + "health_check 1s fails 0\n}", "fails", 4},
+		{"health rises junk", "amtrelay {\n" + good + "health_check 1s rises many\n}", "rises", 4},
+		{"health unknown option", "amtrelay {\n" + good + "health_check 1s jitter 1\n}", `unknown option "jitter"`, 4},
+		{"health option without value", "amtrelay {\n" + good + "health_check 1s fails\n}", "needs a value", 4},
+		{"health off with options", "amtrelay {\n" + good + "health_check off fails 2\n}", "takes no options", 4},
+		{"all_down bad", "amtrelay {\n" + good + "all_down maybe\n}", "serve, nodata or servfail", 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caddy.NewTestController("dns", tc.input)
+			c.ServerBlockKeys = []string{"in-addr.arpa."}
+			cfg, err := parse(c)
+			if err == nil {
+				t.Fatalf("Expected an error containing %q, got config %+v", tc.err, cfg)
+			}
+			if !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("Expected an error containing %q, got %q", tc.err, err)
+			}
+			if tc.line > 0 && !strings.Contains(err.Error(), ":"+strconv.Itoa(tc.line)+" ") {
+				t.Errorf("Expected the error to name line %d, got %q", tc.line, err)
+			}
+		})
+	}
+}
+
+func TestParseTwoBlocks(t *testing.T) {
+	c := caddy.NewTestController("dns", `amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+	}
+	amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+	}`)
+	if _, err := parse(c); err == nil || !strings.Contains(err.Error(), "once") {
+		t.Fatalf("Expected a second amtrelay block to be rejected, got %v", err)
+	}
+}
