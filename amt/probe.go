@@ -115,17 +115,20 @@ func Probe(ctx context.Context, target netip.AddrPort, timeout time.Duration) Re
 		timeout = DefaultTimeout
 	}
 
-	network, local := "udp6", "[::]:0"
+	network := "udp6"
 	if addr.Is4() {
-		network, local = "udp4", "0.0.0.0:0"
+		network = "udp4"
 	}
-	lc := net.ListenConfig{Control: controlRecvErr}
-	pc, err := lc.ListenPacket(ctx, network, local)
+	// A nil local address means wildcard and ephemeral port without going
+	// through the resolver, which ListenConfig would do for a string.
+	conn, err := net.ListenUDP(network, nil)
 	if err != nil {
 		return Reply{Result: ResultError, Err: err}
 	}
-	conn := pc.(*net.UDPConn)
 	defer conn.Close()
+	if err := setRecvErr(conn, addr.Is6()); err != nil {
+		return Reply{Result: ResultError, Err: err}
+	}
 
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {

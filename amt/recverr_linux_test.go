@@ -1,7 +1,6 @@
 package amt
 
 import (
-	"context"
 	"errors"
 	"net"
 	"os"
@@ -10,7 +9,7 @@ import (
 	"time"
 )
 
-// TestRecvErrNeeded shows why controlRecvErr exists: on Linux an unconnected
+// TestRecvErrNeeded shows why setRecvErr exists: on Linux an unconnected
 // UDP socket is told about ICMP port unreachable only with IP_RECVERR /
 // IPV6_RECVERR set; without it the same send ends in a timeout.
 func TestRecvErrNeeded(t *testing.T) {
@@ -28,15 +27,15 @@ func TestRecvErrNeeded(t *testing.T) {
 			l.Close()
 
 			for _, withOpt := range []bool{false, true} {
-				lc := net.ListenConfig{}
-				if withOpt {
-					lc.Control = controlRecvErr
-				}
-				pc, err := lc.ListenPacket(context.Background(), tc.network, "")
+				c, err := net.ListenUDP(tc.network, nil)
 				if err != nil {
 					t.Fatalf("Listen: %v", err)
 				}
-				c := pc.(*net.UDPConn)
+				if withOpt {
+					if err := setRecvErr(c, tc.network == "udp6"); err != nil {
+						t.Fatalf("SetRecvErr: %v", err)
+					}
+				}
 				if _, err := c.WriteToUDPAddrPort(AppendDiscovery(nil, 1), closed); err != nil {
 					t.Fatalf("Send: %v", err)
 				}

@@ -2,8 +2,8 @@
 
 package amt
 
-import "syscall"
+import "net"
 
-// controlRecvErr does nothing here: there is no portable way to receive ICMP
+// setRecvErr does nothing here: there is no portable way to receive ICMP
 // errors on an unconnected UDP socket, so a closed port ends as a timeout.
-func controlRecvErr(_, _ string, _ syscall.RawConn) error { return nil }
+func setRecvErr(*net.UDPConn, bool) error { return nil }
