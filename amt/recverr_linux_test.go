@@ -39,7 +39,13 @@ func TestRecvErrNeeded(t *testing.T) {
 				if _, err := c.WriteToUDPAddrPort(AppendDiscovery(nil, 1), closed); err != nil {
 					t.Fatalf("Send: %v", err)
 				}
-				_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+				// The refusal ends the read early, so only the negative
+				// case needs a short wait.
+				wait := 300 * time.Millisecond
+				if withOpt {
+					wait = 5 * time.Second
+				}
+				_ = c.SetReadDeadline(time.Now().Add(wait))
 				_, _, err = c.ReadFromUDPAddrPort(make([]byte, 32))
 				c.Close()
 				if withOpt && !errors.Is(err, syscall.ECONNREFUSED) {
