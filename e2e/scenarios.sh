@@ -1,0 +1,381 @@
+# shellcheck shell=bash
+# The steps of e2e/run.sh. Each step_NAME prints "ok"/"FAIL" lines for its
+# assertions (via ok/bad/check from lib.sh) and returns non-zero on failure;
+# run.sh prints the PASS/FAIL line. Sourced, not run.
+
+N1_SET="${N1_RELAYS[*]}"          # "203.0.113.11 203.0.113.12"
+N2_SET="${N2_RELAYS_V4[*]}"       # "203.0.113.21 203.0.113.22"
+
+# Expected AMTRELAY RDATA (hex) of net2's relays, built from RFC 8777 section 4.
+amtrelay_hex() { # PREC D TYPE RELAY
+	local prec=$1 d=$2 type=$3 relay=$4 body
+	case $type in
+	1) body=$(ip4_hex "$relay") ;;
+	2) body=20010DB8000200000000000000000021 ;; # only $N2_RELAY_V6 is used
+	3) body=$(name_hex "$relay") ;;
+	esac
+	printf '%02X%02X%s' "$prec" $((d * 128 + type)) "$body"
+}
+n2_expected_generic() { # n2_expected_generic [R2B_PREC] -> sorted "LEN HEX" lines
+	local r2b=${1:-20} h
+	{
+		for h in "$(amtrelay_hex 10 0 1 "${N2_RELAYS_V4[0]}")" \
+			"$(amtrelay_hex "$r2b" 1 1 "${N2_RELAYS_V4[1]}")" \
+			"$(amtrelay_hex 10 0 2 "$N2_RELAY_V6")" \
+			"$(amtrelay_hex 30 0 3 "$N2_RELAY_NAME")"; do
+			echo "$((${#h} / 2)) $h"
+		done
+	} | sort
+}
+n2_expected_presentation() {
+	local r2b=${1:-20}
+	printf '%s\n' "10 0 1 ${N2_RELAYS_V4[0]}" "$r2b 1 1 ${N2_RELAYS_V4[1]}" \
+		"10 0 2 $N2_RELAY_V6" "30 0 3 $N2_RELAY_NAME" | sort
+}
+
+# The user's view: what net8's Unbound returns for the anycast-style lookup.
+user_a() { short_set n8 "$RESOLVER" "$AMT_NAME" A; }
+
+# ---------------------------------------------------------------- baseline states
+# Every scenario starts from a known state so that --only works for each.
+wait_baseline() { # all relays up, net2 announced, the user sees net2's relays
+	start_relays n1
+	start_relays n2
+	running route-control || start_route_control
+	wait_for "net1 and net2 ready" 20 0.2 eval 'is_ready n1 && is_ready n2' || { bad "$WAIT_ERR"; return 1; }
+	wait_for "ix routing the anycast address to net2" 15 0.2 eval '[ "$(anycast_via)" = n2 ]' || { bad "$WAIT_ERR"; return 1; }
+	wait_for "the user seeing net2's relays" 15 0.2 eval '[ "$(user_a)" = "$N2_SET" ]' || { bad "$WAIT_ERR (last: $(user_a))"; return 1; }
+}
+
+# ---------------------------------------------------------------- 0. topology
+step_topology() {
+	setup_topology || return 1
+	wait_for "BGP sessions ix-n1, ix-n2, ix-n8 Established" 30 0.2 bgp_established || { bad "$WAIT_ERR"; return 1; }
+	ok "BIRD eBGP sessions up (AS64500 transit; AS64501, AS64502, AS64508) after $(fmt_ms "$WAITED_MS")"
+	wait_for "net8 route to net1's reverse-zone server" 15 0.2 eval 'nsx n8 ip -4 route show $REV_NS/32 | grep -q via' || { bad "$WAIT_ERR"; return 1; }
+	ok "net8 learned the other networks' prefixes"
+	wait_for "root, arpa and reverse-zone servers" 20 0.2 eval 'answers_at n8 $ROOT_NS . && answers_at n8 $ARPA_NS arpa. && answers_at n8 $REV_NS 100.51.198.in-addr.arpa.' || { bad "$WAIT_ERR"; return 1; }
+	ok "root, arpa./in-addr.arpa. and 100.51.198.in-addr.arpa. authorities answer"
+	wait_for "net1 AMT DNS ready" 20 0.2 is_ready n1 || { bad "$WAIT_ERR (code $(ready_code n1))"; return 1; }
+	ok "net1 AMT DNS /ready 200 after its first probe round"
+	wait_for "net2 AMT DNS ready" 20 0.2 is_ready n2 || { bad "$WAIT_ERR (code $(ready_code n2))"; return 1; }
+	ok "net2 AMT DNS /ready 200 after its first probe round"
+	wait_for "route-control announcing net2's anycast" 15 0.2 eval '[ "$(anycast_via)" = n2 ]' || { bad "$WAIT_ERR (ix route: $(anycast_via))"; return 1; }
+	ok "route-control added $ANYCAST/32 on net2's lo; ix routes it to net2"
+	local path
+	path=$(birdc_ n8 show route "$ANYCAST/32" all 2>/dev/null | sed -n 's/.*BGP.as_path: *//p' | head -n1)
+	if [ "$path" = "64500 64502" ]; then ok "net8's best path to the anycast address: AS $path"; else bad "net8's best path to $ANYCAST is '$path', want '64500 64502'"; fi
+	wait_for "Unbound resolving S's PTR" 20 0.3 eval '[ "$(short_set n8 $RESOLVER $REV_S PTR)" = source.net1.e2e. ]' || { bad "$WAIT_ERR"; return 1; }
+	ok "Unbound resolves $REV_S PTR through root -> arpa -> in-addr.arpa -> net1"
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 1. direct
+# expect_answer DESC RCODE TYPE "sorted rdata" : check $Q: status, AA, answer set.
+expect_answer() {
+	local desc=$1 rcode=$2 type=$3 want=$4 got st
+	st=$(q_status)
+	got=$(q_rdata ANSWER "$type")
+	if [ "$st" = "$rcode" ] && q_has_flag aa && [ "$got" = "$want" ]; then
+		ok "$desc"
+	else
+		bad "$desc: want $rcode aa [$(tr '\n' '|' <<<"$want")], got ${st:-no reply} flags [$(q_flags)] [$(tr '\n' '|' <<<"$got")]"
+	fi
+}
+# expect_negative DESC RCODE SOA_OWNER: no answer, AA, exactly one SOA owned by SOA_OWNER.
+expect_negative() {
+	local desc=$1 rcode=$2 owner=$3 st soa nans
+	st=$(q_status)
+	nans=$(q_section ANSWER | grep -c .)
+	soa=$(q_section AUTHORITY | awk '$4 == "SOA" { print tolower($1) }')
+	if [ "$st" = "$rcode" ] && q_has_flag aa && [ "$nans" -eq 0 ] && [ "$soa" = "$owner" ]; then
+		ok "$desc"
+	else
+		bad "$desc: want $rcode aa, no answer, SOA owner $owner; got ${st:-no reply} flags [$(q_flags)] answers $nans SOA [$soa]"
+	fi
+}
+
+step_direct() {
+	wait_baseline || return 1
+	local srv=$N2_DNS proto tcp want got ttl
+	for proto in udp tcp; do
+		tcp=""
+		[ $proto = tcp ] && tcp=+tcp
+		# AMTRELAY in BIND dig's presentation form.
+		dq n8 "@$srv" $tcp "$AMT_NAME" AMTRELAY
+		expect_answer "dig/$proto AMTRELAY at $AMT_NAME (presentation)" NOERROR AMTRELAY "$(n2_expected_presentation)"
+		# ... and as RFC 3597 bytes, which is what is on the wire.
+		dq n8 "@$srv" $tcp +unknownformat "$AMT_NAME" TYPE260
+		got=$(q_rdata ANSWER AMTRELAY | generic_hex)
+		[ -n "$got" ] || got=$(q_rdata ANSWER TYPE260 | generic_hex)
+		want=$(n2_expected_generic)
+		if [ "$got" = "$want" ]; then ok "dig/$proto +unknownformat AMTRELAY RDATA exact bytes (D-bit record: 6 1481CB007116)"
+		else bad "dig/$proto AMTRELAY RDATA: want [$(tr '\n' '|' <<<"$want")], got [$(tr '\n' '|' <<<"$got")]"; fi
+		grep -q '^6 1481CB007116$' <<<"$got" || bad "dig/$proto: the discovery_optional relay r2b is not 20 1 1 ${N2_RELAYS_V4[1]} (1481CB007116) on the wire"
+		# kdig (Knot) has no AMTRELAY type: it shows the generic form.
+		kq n8 "@$srv" $tcp "$AMT_NAME" TYPE260
+		got=$(q_rdata ANSWER TYPE260 | generic_hex)
+		if [ "$got" = "$want" ] && q_has_flag aa; then ok "kdig/$proto TYPE260 generic form, same bytes, aa"
+		else bad "kdig/$proto TYPE260: want aa [$(tr '\n' '|' <<<"$want")], got flags [$(q_flags)] [$(tr '\n' '|' <<<"$got")]"; fi
+		# A / AAAA at amt.<rev(S)>: relays' addresses, never the hostname relay.
+		dq n8 "@$srv" $tcp "$AMT_NAME" A
+		expect_answer "dig/$proto A at $AMT_NAME" NOERROR A "$(printf '%s\n' "${N2_RELAYS_V4[@]}" | sort)"
+		ttl=$(q_rrs ANSWER A | awk '{ print $2 }' | sort -u | tr '\n' ' ')
+		[ "$ttl" = "$ANSWER_TTL " ] || bad "dig/$proto A TTLs [$ttl], want $ANSWER_TTL (ttl directive)"
+		kq n8 "@$srv" $tcp "$AMT_NAME" AAAA
+		expect_answer "kdig/$proto AAAA at $AMT_NAME" NOERROR AAAA "$N2_RELAY_V6"
+	done
+
+	# RFC 8777 owner <rev(S)> answered by the plugin too.
+	dq n8 "@$srv" "$REV_S" AMTRELAY
+	expect_answer "AMTRELAY at $REV_S (RFC 8777 owner)" NOERROR AMTRELAY "$(n2_expected_presentation)"
+	# Synthesized apex.
+	dq n8 "@$srv" "$AMT_NAME" SOA
+	got=$(q_rrs ANSWER SOA | awk '{ print tolower($1) }')
+	if [ "$(q_status)" = NOERROR ] && q_has_flag aa && [ "$got" = "$AMT_NAME" ]; then ok "SOA at the apex $AMT_NAME"
+	else bad "SOA at $AMT_NAME: got $(q_status) [$(q_flags)] owners [$got]"; fi
+	dq n8 "@$srv" +tcp "$AMT_NAME" NS
+	expect_answer "NS at the apex -> $AMT_NS_NAME" NOERROR NS "$AMT_NS_NAME"
+	# Negative answers.
+	dq n8 "@$srv" "$AMT_NAME" TXT
+	expect_negative "NODATA+SOA for TXT at $AMT_NAME" NOERROR "$AMT_NAME"
+	dq n8 "@$srv" "x.$AMT_NAME" A
+	expect_negative "NXDOMAIN+SOA below the apex (x.$AMT_NAME)" NXDOMAIN "$AMT_NAME"
+	dq n8 "@$srv" "amt.$(rev4 $S_UNKNOWN)" A
+	expect_negative "NXDOMAIN+SOA for a source in no table (amt.$(rev4 $S_UNKNOWN))" NXDOMAIN "amt.$(rev4 $S_UNKNOWN)"
+	# IPv6 source.
+	kq n8 "@$srv" "amt.$REV_S_V6" A
+	expect_answer "kdig A for the IPv6 source $S_V6 (ip6.arpa name)" NOERROR A "${N2_RELAYS_V4[0]}"
+	# Mixed case: question and owners echoed exactly as asked.
+	local mixed="AmT.12.100.51.198.In-AddR.ArPa."
+	dq n8 "@$srv" "$mixed" A
+	local qname owners
+	qname=$(q_section QUESTION | awk '{ sub(/^;/, "", $1); print $1 }')
+	owners=$(q_rrs ANSWER A | awk '{ print $1 }' | sort -u)
+	if [ "$qname" = "$mixed" ] && [ "$owners" = "$mixed" ] && [ "$(q_status)" = NOERROR ]; then ok "mixed-case $mixed echoed in question and answer owners"
+	else bad "mixed case: asked $mixed, question [$qname], answer owners [$owners], status $(q_status)"; fi
+	# Falls through to the next plugin (whoami): a PTR at <rev(S)>.
+	dq n8 "@$srv" -b "$CLIENT" "$REV_S" PTR
+	got=$(q_section ANSWER | awk '{ print $4 " " $5 }')
+	if [ "$(q_status)" = NOERROR ] && [ "$got" = "A $CLIENT" ]; then ok "PTR at $REV_S falls through to whoami (answers our address $CLIENT)"
+	else bad "fallthrough: PTR $REV_S: want whoami's 'A $CLIENT', got $(q_status) [$got]"; fi
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 2. unbound
+step_unbound() {
+	wait_baseline || return 1
+	# RFC 8777: <rev(S)> AMTRELAY -> type 3 -> A/AAAA of amt.<rev(S)>.
+	dq n8 "@$RESOLVER" +unknownformat "$REV_S" TYPE260
+	local got
+	got=$( { q_rdata ANSWER AMTRELAY; q_rdata ANSWER TYPE260; } | generic_hex)
+	if [ "$(q_status)" = NOERROR ] && [ "$got" = "$((${#REV_AMTRELAY_HEX} / 2)) $REV_AMTRELAY_HEX" ]; then
+		ok "Unbound: $REV_S AMTRELAY = 10 0 3 $AMT_NAME (net1's zone, exact bytes)"
+	else
+		bad "Unbound: $REV_S AMTRELAY: want $REV_AMTRELAY_HEX, got $(q_status) [$got]"
+	fi
+	dq n8 "@$RESOLVER" "$REV_S" AMTRELAY
+	local target
+	target=$(q_rdata ANSWER AMTRELAY | awk '$3 == 3 { print $4 }')
+	[ "$target" = "$AMT_NAME" ] || bad "dig presentation of the type-3 record: relay [$target], want $AMT_NAME"
+	got=$(short_set n8 "$RESOLVER" "${target:-$AMT_NAME}" A)
+	if [ "$got" = "$N2_SET" ]; then ok "Unbound: type-3 target $target A -> net2's relays ($got)"
+	else bad "Unbound: $target A: want net2's $N2_SET, got $got"; fi
+	got=$(short_set n8 "$RESOLVER" "$AMT_NAME" AAAA)
+	if [ "$got" = "$N2_RELAY_V6" ]; then ok "Unbound: $AMT_NAME AAAA -> $got"
+	else bad "Unbound: $AMT_NAME AAAA: want $N2_RELAY_V6, got $got"; fi
+	# The anycast-style AMTRELAY lookup, bytes untouched by the resolver (D-bit).
+	dq n8 "@$RESOLVER" +unknownformat "$AMT_NAME" TYPE260
+	got=$( { q_rdata ANSWER AMTRELAY; q_rdata ANSWER TYPE260; } | generic_hex)
+	if [ "$got" = "$(n2_expected_generic)" ]; then ok "Unbound: $AMT_NAME AMTRELAY -> net2's 4 records, exact bytes incl. D-bit"
+	else bad "Unbound: $AMT_NAME AMTRELAY: want [$(n2_expected_generic | tr '\n' '|')], got $(q_status) [$(tr '\n' '|' <<<"$got")]"; fi
+	# Evidence that the resolver really minimised and randomised case.
+	if grep -qiE '"[A-Z0-9]+ IN 198\.in-addr\.arpa\. ' "$WORK/log/dns-ix.log"; then
+		ok "qname minimisation seen: the in-addr.arpa server was asked for 198.in-addr.arpa."
+	else
+		bad "no minimised query (198.in-addr.arpa.) in the in-addr.arpa server's log"
+	fi
+	if grep -F "] $RESOLVER:" "$WORK/log/dns-n2.log" | grep -E ' IN [Aa][Mm][Tt]\.12\.100\.51\.198\.' | awk '{ for (i = 1; i <= NF; i++) if ($i == "IN") print $(i + 1) }' | grep -q '[A-Z]'; then
+		ok "0x20: net2 received mixed-case qnames from Unbound and Unbound accepted the answers"
+	else
+		bad "no mixed-case query for $AMT_NAME in net2's log (use-caps-for-id)"
+	fi
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 3. failover
+relay_up_value() { metric_value "$1" coredns_amtrelay_relay_up "relay=\"$2\""; }
+
+step_failover() {
+	wait_baseline || return 1
+	local limit_down=$((HC_FAILS * HC_INTERVAL * 1000 + HC_TIMEOUT_MS + 500))
+	local limit=$(((HC_FAILS * HC_INTERVAL + ANSWER_TTL + 3) * 1000))
+	local t0 t t_down="" t_503="" t_route="" t_user="" i seen answers="" a last=""
+	t0=$(now_ms)
+	stop_relays n2
+	# One bounded loop samples every signal until the user sees net1's relays.
+	for ((i = 0; i < 150; i++)); do
+		t=$(($(now_ms) - t0))
+		[ -z "$t_down" ] && [ "$(relay_up_value n2 r2a)" = 0 ] && [ "$(relay_up_value n2 r2b)" = 0 ] && t_down=$t
+		[ -z "$t_503" ] && [ "$(ready_code n2)" = 503 ] && t_503=$t
+		[ -z "$t_route" ] && [ "$(anycast_via)" = n1 ] && t_route=$t
+		a=$(user_a)
+		[ "$a" != "$last" ] && answers+=" $(fmt_ms "$t"):[$a]" && last=$a
+		if [ "$a" = "$N1_SET" ]; then
+			t_user=$(($(now_ms) - t0))
+			break
+		fi
+		[ "$t" -lt 20000 ] || break
+		sleep 0.1
+	done
+	note "relay responders stopped at t=0; user answers:$answers"
+	note "plugin down ${t_down:+at $(fmt_ms "$t_down")}, /ready 503 ${t_503:+at $(fmt_ms "$t_503")}, anycast via net1 ${t_route:+at $(fmt_ms "$t_route")}"
+	if [ -n "$t_user" ]; then
+		say "    failover time (relay stop -> first net1 answer at the user): $(fmt_ms "$t_user") (limit fails*interval+ttl+3s = $(fmt_ms "$limit"))"
+	fi
+	if [ -n "$t_down" ] && [ "$t_down" -le "$limit_down" ]; then ok "plugin marked net2's relays down in $(fmt_ms "$t_down") (<= fails*interval+timeout)"
+	else bad "plugin did not mark net2's relays down within $(fmt_ms "$limit_down") (relay_up r2a=$(relay_up_value n2 r2a))"; fi
+	[ -n "$t_503" ] && ok "net2 /ready turned 503" || bad "net2 /ready never turned 503 (code $(ready_code n2))"
+	[ -n "$t_route" ] && ok "route-control withdrew net2's anycast; ix routes $ANYCAST to net1" || bad "anycast still routed to $(anycast_via)"
+	if [ -z "$t_user" ]; then bad "the user never got net1's relays (last answer $last)"
+	elif [ "$t_user" -gt "$limit" ]; then bad "failover took $(fmt_ms "$t_user") > $(fmt_ms "$limit")"
+	else ok "the user's lookups return net1's relays ($N1_SET)"; fi
+	FAILOVER_MS=${t_user:-}
+	# The AMTRELAY lookup at amt.<rev(S)> through Unbound lands on net1 too.
+	wait_for "Unbound AMTRELAY at $AMT_NAME from net1" $((ANSWER_TTL + 3)) 0.2 eval 'dq n8 @$RESOLVER $AMT_NAME AMTRELAY; [ "$(q_rdata ANSWER AMTRELAY | tr "\n" "|")" = "10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|" ]' &&
+		ok "Unbound: AMTRELAY at $AMT_NAME now net1's (10 0 1 ${N1_RELAYS[0]}, ${N1_RELAYS[1]})" ||
+		bad "$WAIT_ERR (got [$(q_rdata ANSWER AMTRELAY | tr '\n' '|')])"
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 4. recovery
+step_recovery() {
+	# Start from the failed-over state (also when run with --only recovery).
+	if relays_running n2 || [ "$(user_a)" != "$N1_SET" ]; then
+		start_relays n1
+		stop_relays n2
+		wait_for "failed-over state (user sees net1)" 20 0.2 eval '[ "$(user_a)" = "$N1_SET" ]' || { bad "$WAIT_ERR"; return 1; }
+	fi
+	local limit=$(((HC_RISES * HC_INTERVAL + ANSWER_TTL + 3) * 1000))
+	local t0 t t_up="" t_200="" t_route="" t_user="" i answers="" a last=""
+	t0=$(now_ms)
+	start_relays n2
+	for ((i = 0; i < 150; i++)); do
+		t=$(($(now_ms) - t0))
+		[ -z "$t_up" ] && [ "$(relay_up_value n2 r2a)" = 1 ] && t_up=$t
+		[ -z "$t_200" ] && [ "$(ready_code n2)" = 200 ] && t_200=$t
+		[ -z "$t_route" ] && [ "$(anycast_via)" = n2 ] && t_route=$t
+		a=$(user_a)
+		[ "$a" != "$last" ] && answers+=" $(fmt_ms "$t"):[$a]" && last=$a
+		if [ "$a" = "$N2_SET" ]; then
+			t_user=$(($(now_ms) - t0))
+			break
+		fi
+		[ "$t" -lt 20000 ] || break
+		sleep 0.1
+	done
+	note "relay responders restarted at t=0; user answers:$answers"
+	note "plugin up ${t_up:+at $(fmt_ms "$t_up")}, /ready 200 ${t_200:+at $(fmt_ms "$t_200")}, anycast via net2 ${t_route:+at $(fmt_ms "$t_route")}"
+	[ -n "$t_user" ] && say "    recovery time (relay start -> first net2 answer at the user): $(fmt_ms "$t_user") (limit rises*interval+ttl+3s = $(fmt_ms "$limit"))"
+	# rises=2 needs two successful probes, one interval apart.
+	local min_up=$(((HC_RISES - 1) * HC_INTERVAL * 1000 - 300))
+	if [ -z "$t_up" ]; then bad "plugin never marked r2a up again"
+	elif [ "$t_up" -lt "$min_up" ]; then bad "r2a up after $(fmt_ms "$t_up"): sooner than rises=$HC_RISES probes allow"
+	else ok "plugin marked net2's relays up after $(fmt_ms "$t_up") (rises $HC_RISES x ${HC_INTERVAL}s)"; fi
+	[ -n "$t_200" ] && ok "net2 /ready back to 200" || bad "net2 /ready not 200 (code $(ready_code n2))"
+	[ -n "$t_route" ] && ok "route-control re-announced net2's anycast" || bad "anycast routed to $(anycast_via), not net2"
+	if [ -z "$t_user" ]; then bad "the user never got net2's relays back (last $last)"
+	elif [ "$t_user" -gt "$limit" ]; then bad "recovery took $(fmt_ms "$t_user") > $(fmt_ms "$limit")"
+	else ok "the user's lookups return net2's relays again ($N2_SET)"; fi
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 5. reload
+# query_loop NAME NODE SERVER COUNT: COUNT queries for amt.<rev(S)> A, 0.1 s
+# apart, one line per query into $WORK/run/loop-NAME: "ok SET" or "fail WHAT".
+query_loop() {
+	local name=$1 node=$2 server=$3 count=$4 i a
+	for ((i = 0; i < count; i++)); do
+		a=$(short_set "$node" "$server" "$AMT_NAME" A)
+		case $a in
+		"<"*) echo "fail $(($(now_ms))) $a" ;;
+		*) echo "ok $a" ;;
+		esac
+		sleep 0.1
+	done >"$WORK/run/loop-$name"
+}
+
+step_reload() {
+	wait_baseline || return 1
+	local new_name="amt.$(rev4 $S_NEW)"
+	dq n8 "@$N2_DNS" "$new_name" A
+	[ "$(q_status)" = NXDOMAIN ] || bad "before reload: $new_name A should be NXDOMAIN, got $(q_status)"
+	# Two bounded query loops (direct and through Unbound) run across the reload.
+	query_loop direct n8 "$N2_DNS" 100 &
+	local p1=$!
+	query_loop resolver n8 "$RESOLVER" 100 &
+	local p2=$!
+	LOOP_PIDS=("$p1" "$p2")
+	sleep 1
+	local t0
+	t0=$(now_ms)
+	n2_corefile reloaded >"$WORK/conf/Corefile.n2.new" && mv "$WORK/conf/Corefile.n2.new" "$WORK/conf/Corefile.n2"
+	if wait_for "net2 to answer for the new source $S_NEW" 15 0.2 eval '[ "$(short_set n8 $N2_DNS $new_name A)" = "${N2_RELAYS_V4[1]}" ]'; then
+		ok "reload applied after $(fmt_ms "$WAITED_MS"): new source $S_NEW -> ${N2_RELAYS_V4[1]}"
+	else
+		bad "$WAIT_ERR (got $(short_set n8 "$N2_DNS" "$new_name" A))"
+	fi
+	wait "$p1" "$p2"
+	LOOP_PIDS=()
+	local f n nf
+	for f in direct resolver; do
+		n=$(grep -c . "$WORK/run/loop-$f")
+		nf=$(grep -c '^fail' "$WORK/run/loop-$f")
+		if [ "$n" -eq 100 ] && [ "$nf" -eq 0 ]; then ok "$f query loop: $n queries across the reload, 0 failed"
+		else bad "$f query loop: $nf of $n queries failed: $(grep '^fail' "$WORK/run/loop-$f" | head -n3 | tr '\n' ';')"; fi
+	done
+	# Precedence change visible: r2b moved 20 -> 5, so it leads the A answer.
+	dq n8 "@$N2_DNS" "$AMT_NAME" AMTRELAY
+	expect_answer "AMTRELAY after reload shows r2b at precedence 5" NOERROR AMTRELAY "$(n2_expected_presentation 5)"
+	dq n8 "@$N2_DNS" +unknownformat "$AMT_NAME" TYPE260
+	local got
+	got=$(q_rdata ANSWER AMTRELAY | generic_hex)
+	[ "$got" = "$(n2_expected_generic 5)" ] && ok "wire bytes after reload (r2b: 0581CB007116)" || bad "bytes after reload: [$(tr '\n' '|' <<<"$got")]"
+	dq n8 "@$N2_DNS" "$AMT_NAME" A
+	local first
+	first=$(q_rrs ANSWER A | awk 'NR == 1 { print $3 }')
+	[ "$first" = "${N2_RELAYS_V4[1]}" ] && ok "A answer ordered by precedence: ${N2_RELAYS_V4[1]} (5) first" || bad "A order after reload: first is [$first], want ${N2_RELAYS_V4[1]}"
+	wait_for "Unbound to show the new precedence" $((ANSWER_TTL + 5)) 0.3 eval 'dq n8 @$RESOLVER $AMT_NAME AMTRELAY; [ "$(q_rdata ANSWER AMTRELAY)" = "$(n2_expected_presentation 5)" ]' &&
+		ok "through Unbound: new precedence visible after $(fmt_ms "$WAITED_MS")" || bad "$WAIT_ERR"
+	[ "$(ready_code n2)" = 200 ] || bad "net2 not ready after reload ($(ready_code n2))"
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 6. all relays down
+step_all_down() {
+	wait_baseline || return 1
+	local before after
+	before=$(metric_sum n1 coredns_amtrelay_requests_total 'result="all_down"')
+	stop_relays n1
+	stop_relays n2
+	wait_for "net1 and net2 to mark every relay down" 15 0.2 eval '[ "$(relay_up_value n1 r1a)" = 0 ] && [ "$(relay_up_value n1 r1b)" = 0 ] && [ "$(relay_up_value n2 r2a)" = 0 ]' || { bad "$WAIT_ERR"; return 1; }
+	ok "every relay down in net1 and net2 after $(fmt_ms "$WAITED_MS")"
+	wait_for "net1 /ready 503" 5 0.2 eval '[ "$(ready_code n1)" = 503 ]' && ok "net1 /ready 503 (no route-control in net1: it stays announced as the last resort)" || bad "$WAIT_ERR"
+	wait_for "net2 withdrawn" 10 0.2 eval '[ "$(anycast_via)" = n1 ]' && ok "net2 withdrew its anycast" || bad "$WAIT_ERR"
+	# net1: all_down serve (fail open) -> the user still gets net1's relays.
+	local got
+	wait_for "the user getting net1's relays (all_down serve)" $((ANSWER_TTL + 5)) 0.2 eval '[ "$(user_a)" = "$N1_SET" ]' &&
+		ok "user, through Unbound: all_down serve -> net1's configured relays ($N1_SET)" || bad "$WAIT_ERR (got $(user_a))"
+	dq n8 "@$RESOLVER" "$AMT_NAME" AMTRELAY
+	got=$(q_rdata ANSWER AMTRELAY | tr '\n' '|')
+	[ "$got" = "10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|" ] && ok "user, AMTRELAY through Unbound under all_down serve" || bad "AMTRELAY under all_down serve: [$got]"
+	after=$(metric_sum n1 coredns_amtrelay_requests_total 'result="all_down"')
+	awk -v a="$after" -v b="$before" 'BEGIN { exit !(a > b) }' && ok "net1 counted all_down answers (requests_total{result=\"all_down\"} $before -> $after)" ||
+		bad "net1 requests_total{result=\"all_down\"} did not grow ($before -> $after)"
+	# net2: all_down nodata -> the user asking net2 directly gets NODATA + SOA.
+	dq n8 "@$N2_DNS" "$AMT_NAME" A
+	expect_negative "user asking net2 directly: all_down nodata -> NODATA+SOA" NOERROR "$AMT_NAME"
+	dq n8 "@$N2_DNS" "$AMT_NAME" AMTRELAY
+	expect_negative "net2 AMTRELAY under all_down nodata -> NODATA+SOA" NOERROR "$AMT_NAME"
+	[ -z "$STEP_FAILED" ]
+}
