@@ -15,6 +15,7 @@
 #   bash e2e/run.sh --list              list the steps
 #   bash e2e/run.sh --keep              keep the work dir (configs, logs) and print its path
 #   bash e2e/run.sh --no-install        do not apt-get anything, fail if a tool is missing
+#   E2E_PREBUILT=DIR bash e2e/run.sh    use DIR/coredns and DIR/amt-responder instead of building
 # Steps: topology direct unbound failover recovery reload all_down. "topology"
 # (build the network, start every server, wait for convergence) always runs;
 # each other step first brings the network to the state it needs, so any one
@@ -216,7 +217,12 @@ trap 'on_signal INT' INT
 trap 'on_signal TERM' TERM
 
 T_BUILD=$(now_ms)
-build || exit 1
+if [ -n "${E2E_PREBUILT:-}" ]; then
+	# Development aid: use already built coredns and amt-responder from a dir.
+	cp "$E2E_PREBUILT/coredns" "$E2E_PREBUILT/amt-responder" "$BIN/" || exit 1
+else
+	build || exit 1
+fi
 T_BUILD=$(($(now_ms) - T_BUILD))
 say "built coredns (with amtrelay) and amt-responder in $(fmt_ms "$T_BUILD")"
 
