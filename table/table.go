@@ -23,13 +23,17 @@ import (
 // Table maps source prefixes to relay sets. It is immutable; all methods are
 // safe for concurrent use. The zero value and a nil *Table are empty tables.
 type Table struct {
-	// bart.Table won over bart.Fast on memory for a modest cost in lookup
-	// time; the figures are in the package benchmarks (BenchmarkBartVariant).
-	trie bart.Table[uint32]
+	// bart.Table rather than bart.Fast: about 40% less memory per prefix
+	// for a lookup that is still well inside the budget; the figures are
+	// in BenchmarkBartVariant.
+	trie *bart.Table[uint32]
 	// Real tables have up to millions of prefixes but only a handful of
 	// distinct relay sets, so the trie stores a set number and the sets
 	// live here once each.
 	sets [][]int
+	// used counts the sets some prefix refers to; Override can leave sets
+	// behind that nothing refers to any more.
+	used int
 }
 
 // Lookup returns the relays of the longest prefix containing addr. The slice
@@ -40,7 +44,7 @@ type Table struct {
 // match ParsePrefix, which files mapped prefixes under IPv4. Zones are
 // ignored.
 func (t *Table) Lookup(addr netip.Addr) (relays []int, ok bool) {
-	if t == nil {
+	if t == nil || t.trie == nil {
 		return nil, false
 	}
 	id, ok := t.trie.Lookup(addr.Unmap())
@@ -52,7 +56,7 @@ func (t *Table) Lookup(addr netip.Addr) (relays []int, ok bool) {
 
 // Len4 returns the number of IPv4 prefixes.
 func (t *Table) Len4() int {
-	if t == nil {
+	if t == nil || t.trie == nil {
 		return 0
 	}
 	return t.trie.Size4()
@@ -60,7 +64,7 @@ func (t *Table) Len4() int {
 
 // Len6 returns the number of IPv6 prefixes.
 func (t *Table) Len6() int {
-	if t == nil {
+	if t == nil || t.trie == nil {
 		return 0
 	}
 	return t.trie.Size6()
@@ -71,7 +75,7 @@ func (t *Table) NumSets() int {
 	if t == nil {
 		return 0
 	}
-	return len(t.sets)
+	return t.used
 }
 
 // Origin says where an entry came from, for error messages.
@@ -111,34 +115,78 @@ func (e *DuplicateError) Error() string {
 
 // Builder collects entries for a Table. It is not safe for concurrent use.
 type Builder struct {
-	index   map[netip.Prefix]uint32 // prefix -> position in entries
-	entries []entry
-	files   []string // Origin.File values, stored once each
+	// The trie that Build hands to the Table. It doubles as the
+	// duplicate check while building: a Go map beside it cost more time
+	// than the trie itself, and input in address order (the usual case
+	// for generated files) makes trie inserts cheap.
+	trie   *bart.Table[uint32]
+	shared bool // trie belongs to a built Table; copy before changing it
+
+	// Where each entry came from, in order of arrival; only the error
+	// path needs to find one, through index.
+	origins originLog
+	index   map[netip.Prefix]int // built on the first duplicate
+	files   []string             // Origin.File values, stored once each
 
 	sets     [][]int
+	refs     []int             // prefixes per set
 	setIndex map[string]uint32 // setKey -> position in sets
 
 	scratch []int
 	key     []byte
 }
 
-type entry struct {
-	prefix netip.Prefix
-	set    uint32
-	file   uint32
-	line   int32
+// originRec is kept free of pointers (a netip.Prefix has one, for the
+// zone), so that a million of them cost the garbage collector nothing.
+type originRec struct {
+	addr [16]byte
+	file uint32
+	line int32
+	bits uint8
 }
+
+func (r *originRec) prefix() netip.Prefix {
+	a := netip.AddrFrom16(r.addr)
+	bits := int(r.bits)
+	if a.Is4In6() && bits <= 32 {
+		// normalize has folded every mapped prefix into IPv4, so a
+		// mapped address here stands for an IPv4 prefix.
+		a = a.Unmap()
+	}
+	return netip.PrefixFrom(a, bits)
+}
+
+// originLog appends in fixed-size chunks: a growing slice would copy all
+// records again at every doubling, which at a million entries cost more
+// than the rest of Add.
+type originLog struct {
+	chunks [][]originRec
+	n      int
+}
+
+const originChunk = 1 << 14
+
+func (l *originLog) add(r originRec) {
+	if l.n%originChunk == 0 {
+		l.chunks = append(l.chunks, make([]originRec, 0, originChunk))
+	}
+	c := &l.chunks[len(l.chunks)-1]
+	*c = append(*c, r)
+	l.n++
+}
+
+func (l *originLog) at(i int) *originRec { return &l.chunks[i/originChunk][i%originChunk] }
 
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder {
 	return &Builder{
-		index:    make(map[netip.Prefix]uint32),
+		trie:     new(bart.Table[uint32]),
 		setIndex: make(map[string]uint32),
 	}
 }
 
 // Len returns the number of distinct prefixes added so far.
-func (b *Builder) Len() int { return len(b.entries) }
+func (b *Builder) Len() int { return b.trie.Size() }
 
 // Add inserts p -> relays. p goes through the same checks as ParsePrefix
 // (no host bits; IPv4-mapped becomes IPv4). relays must be non-empty and
@@ -174,24 +222,47 @@ func (b *Builder) insert(p netip.Prefix, relays []int, origin Origin, replace bo
 
 // put stores an already normalized prefix with an interned set.
 func (b *Builder) put(p netip.Prefix, set uint32, origin Origin, replace bool) error {
-	e := entry{prefix: p, set: set, file: b.fileID(origin.File), line: clampLine(origin.Line)}
-	if i, ok := b.index[p]; ok {
-		if !replace {
-			return &DuplicateError{Prefix: p, First: b.origin(b.entries[i]), Dup: origin}
+	if b.shared {
+		b.trie = b.trie.Clone()
+		b.shared = false
+	}
+	var (
+		old   uint32
+		found bool
+	)
+	// One walk down the trie both checks and inserts.
+	b.trie.Modify(p, func(v uint32, ok bool) (uint32, bool) {
+		old, found = v, ok
+		if ok && !replace {
+			return v, false
 		}
-		b.entries[i] = e
-		return nil
+		return set, false
+	})
+	if found && !replace {
+		return &DuplicateError{Prefix: p, First: b.originOf(p), Dup: origin}
 	}
-	if len(b.entries) >= math.MaxUint32 {
-		return errors.New("too many prefixes")
+	if found {
+		b.refs[old]--
 	}
-	b.index[p] = uint32(len(b.entries))
-	b.entries = append(b.entries, e)
+	b.refs[set]++
+	b.origins.add(originRec{addr: p.Addr().As16(), bits: uint8(p.Bits()), file: b.fileID(origin.File), line: clampLine(origin.Line)})
+	if b.index != nil {
+		b.index[p] = b.origins.n - 1
+	}
 	return nil
 }
 
-func (b *Builder) origin(e entry) Origin {
-	return Origin{File: b.files[e.file], Line: int(e.line)}
+// originOf finds where p was last stored. Only duplicates need this, so the
+// index is built the first time one turns up.
+func (b *Builder) originOf(p netip.Prefix) Origin {
+	if b.index == nil {
+		b.index = make(map[netip.Prefix]int, b.origins.n)
+		for i := 0; i < b.origins.n; i++ {
+			b.index[b.origins.at(i).prefix()] = i
+		}
+	}
+	r := b.origins.at(b.index[p])
+	return Origin{File: b.files[r.file], Line: int(r.line)}
 }
 
 // fileID relies on callers using few distinct file names, one after the
@@ -237,44 +308,41 @@ func (b *Builder) intern(relays []int) (uint32, error) {
 	if id, ok := b.setIndex[string(k)]; ok {
 		return id, nil
 	}
+	if len(b.sets) >= math.MaxUint32 {
+		return 0, errors.New("too many distinct relay sets")
+	}
 	id := uint32(len(b.sets))
 	b.sets = append(b.sets, slices.Clone(s))
+	b.refs = append(b.refs, 0)
 	b.setIndex[string(k)] = id
 	return id, nil
 }
 
-// Build returns a Table with the entries added so far. The Builder stays
-// usable; later changes do not affect tables already built.
+// Build returns a Table with the entries added so far. It hands its trie
+// over instead of copying it; the Builder stays usable, and copies the trie
+// only if it is changed again, so later changes never reach tables already
+// built.
 func (b *Builder) Build() *Table {
-	t := &Table{}
-	// Override can orphan sets; renumber so the table keeps only those in
-	// use, in first-use order so that numbering is reproducible.
-	const unused = math.MaxUint32
-	remap := make([]uint32, len(b.sets))
-	for i := range remap {
-		remap[i] = unused
-	}
-	var used []int
-	n := 0
-	for _, e := range b.entries {
-		if remap[e.set] == unused {
-			remap[e.set] = uint32(len(used))
-			used = append(used, int(e.set))
-			n += len(b.sets[e.set])
-		}
-	}
+	t := &Table{trie: b.trie}
+	b.shared = true
+
 	// One backing array for all sets; each slice is capped at its length
 	// so that a caller appending to a Lookup result gets a copy instead of
-	// overwriting the next set.
-	flat := make([]int, 0, n)
-	t.sets = make([][]int, len(used))
-	for i, old := range used {
-		start := len(flat)
-		flat = append(flat, b.sets[old]...)
-		t.sets[i] = flat[start:len(flat):len(flat)]
+	// overwriting the next set. Sets that Override left unused stay (the
+	// trie refers to sets by position) but cost only their few ints.
+	n := 0
+	for _, s := range b.sets {
+		n += len(s)
 	}
-	for _, e := range b.entries {
-		t.trie.Insert(e.prefix, remap[e.set])
+	flat := make([]int, 0, n)
+	t.sets = make([][]int, len(b.sets))
+	for i, s := range b.sets {
+		start := len(flat)
+		flat = append(flat, s...)
+		t.sets[i] = flat[start:len(flat):len(flat)]
+		if b.refs[i] > 0 {
+			t.used++
+		}
 	}
 	return t
 }

@@ -286,6 +286,14 @@ func TestOverride(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "first at Corefile:5") {
 		t.Errorf("Add after Override: %v, want a duplicate of Corefile:5", err)
 	}
+	// Again, now that the builder keeps an index of origins.
+	if err := b.Override(p, []int{3}, Origin{File: "Corefile", Line: 7}); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Add(p, []int{9}, Origin{File: "sources.txt", Line: 9})
+	if err == nil || !strings.Contains(err.Error(), "first at Corefile:7") {
+		t.Errorf("Add after second Override: %v, want a duplicate of Corefile:7", err)
+	}
 
 	tab := b.Build()
 	if got, ok := tab.Lookup(netip.MustParseAddr("203.0.113.9")); !ok || !slices.Equal(got, []int{3}) {
