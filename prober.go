@@ -111,16 +111,23 @@ func (p *prober) loop(ctx context.Context, c *check, offset time.Duration) {
 	p.probe(ctx, c)
 	p.pending.Add(-1)
 
-	t := time.NewTimer(offset)
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(offset):
+	}
+	// A ticker keeps each check on its own phase: rounds start every interval however long a probe
+	// took, so a relay that dies is marked down within fails x interval (+ one timeout), and checks
+	// do not drift into step with each other.
+	t := time.NewTicker(p.cfg.health.interval)
 	defer t.Stop()
 	for {
+		p.probe(ctx, c)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		p.probe(ctx, c)
-		t.Reset(p.cfg.health.interval)
 	}
 }
 
