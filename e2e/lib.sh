@@ -59,6 +59,45 @@ stop_proc() {
 
 running() { local pid=${PIDS[$1]:-}; [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 
+# watch_first FILE T0_MS TIMEOUT_S CMD...: in the background, poll CMD every
+# 50 ms (bounded by count and by TIMEOUT_S) and write the milliseconds since
+# T0_MS at which it first succeeded to FILE. Each signal of a timed scenario
+# gets its own watcher, so one slow probe does not delay the reading of another.
+watch_first() {
+	local file=$1 t0=$2 timeout=$3
+	shift 3
+	rm -f "$file"
+	(
+		local i end=$(($(now_ms) + timeout * 1000))
+		for ((i = 0; i < timeout * 20; i++)); do
+			if "$@"; then
+				echo $(($(now_ms) - t0)) >"$file"
+				exit 0
+			fi
+			[ "$(now_ms)" -lt "$end" ] || exit 1
+			sleep 0.05
+		done
+	) &
+	LOOP_PIDS+=("$!")
+}
+# stop_watchers: give the watchers a moment to record a signal that turned
+# true together with the last one checked, then end them.
+stop_watchers() {
+	local pid i
+	for ((i = 0; i < 4; i++)); do
+		running_any "${LOOP_PIDS[@]}" || break
+		sleep 0.05
+	done
+	for pid in "${LOOP_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+	for pid in "${LOOP_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+	LOOP_PIDS=()
+}
+running_any() {
+	local pid
+	for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done
+	return 1
+}
+
 # wait_for DESC TIMEOUT_S STEP_S CMD...: poll CMD until it succeeds; at most
 # TIMEOUT_S/STEP_S+1 tries and never past the deadline. Sets WAITED_MS.
 wait_for() {
@@ -155,7 +194,7 @@ q_owners() { q_section "$1" | awk '{ print $1 " " $4 }'; }
 # user_set NODE SERVER NAME TYPE: sorted addresses, or "<status>" when none.
 short_set() {
 	local node=$1 server=$2 name=$3 type=$4 out st
-	out=$(nsx "$node" dig +tries=1 +timeout=1 "@$server" "$name" "$type" 2>&1)
+	out=$(nsx "$node" dig +tries=1 +timeout=2 "@$server" "$name" "$type" 2>&1)
 	st=$(sed -n 's/.*status: \([A-Z]*\).*/\1/p' <<<"$out" | head -n1)
 	[ -n "$st" ] || {
 		echo "<no-reply>"

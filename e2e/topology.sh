@@ -49,7 +49,7 @@ N2_RELAY_NAME_PROBE=203.0.113.23
 # Plugin timing used by the test Corefiles; the scenarios' limits derive from these.
 HC_INTERVAL=1 HC_TIMEOUT_MS=500 HC_FAILS=2 HC_RISES=2 ANSWER_TTL=2
 # Route-control polling in net2.
-RC_INTERVAL=0.5 RC_FAILS=2 RC_RISES=2
+RC_INTERVAL=0.25 RC_FAILS=2 RC_RISES=2
 
 # ---------------------------------------------------------------- namespaces and links
 link() { # link NODE_A NODE_B PREFIX(/30 base, e.g. 100.64.101)
@@ -387,7 +387,14 @@ start_relays() {
 
 stop_relays() {
 	local -n specs=RELAYS_$1
-	local spec name listen
+	local spec name listen pid
+	# Signal every responder first, so that they all stop at the same moment
+	# (the failover clock starts here), then reap them one by one.
+	for spec in "${specs[@]}"; do
+		read -r name listen <<<"$spec"
+		pid=${PIDS[relay-$name]:-}
+		[ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null
+	done
 	for spec in "${specs[@]}"; do
 		read -r name listen <<<"$spec"
 		stop_proc "relay-$name"
