@@ -218,3 +218,32 @@ func TestHealthIgnoresBadReplies(t *testing.T) {
 		t.Errorf("Expected bad_reply probes for the wrong-nonce relay, got %v", d)
 	}
 }
+
+// A Corefile reload keeps what the probes know. A silent relay takes a whole probe timeout to fail,
+// so an instance that started from scratch would serve it, and report not ready, until then; the
+// new instance instead starts from the old one's states.
+func TestHealthSurvivesReload(t *testing.T) {
+	alive := startResponder(t, "127.0.0.41:0")
+	silent := startResponder(t, "127.0.0.42:0")
+	silent.SetMode(amttest.Silent)
+	readyAddr := freePort(t)
+	corefile := healthCorefile(readyAddr, "serve", alive, silent)
+	s := startServer(t, corefile)
+	expectAddresses(t, s, "127.0.0.41")
+	expectReady(t, readyAddr, http.StatusOK)
+
+	s.reload(t, strings.Replace(corefile, "all_down serve", "all_down nodata", 1))
+	if got := addresses(t, s); got != "127.0.0.41" {
+		t.Errorf("First answer after the reload: %s, want only the live relay 127.0.0.41", got)
+	}
+	if got := readyStatus(readyAddr); got != http.StatusOK {
+		t.Errorf("Ready status right after the reload: %d, want 200", got)
+	}
+	if v := testutil.ToFloat64(relayUp.WithLabelValues("h1")); v != 0 {
+		t.Errorf("relay_up{h1} after the reload: %v, want 0", v)
+	}
+
+	// The carried state is not frozen: the silent relay comes back through the new instance's probes.
+	silent.SetMode(amttest.Normal)
+	expectAddresses(t, s, "127.0.0.41 127.0.0.42")
+}

@@ -18,13 +18,29 @@ type prober struct {
 	cfg    *config
 	checks []*check
 
-	// pending counts checks whose first probe has not finished; Ready waits for zero.
+	// pending counts checks whose first probe has not finished and that had no state to restore;
+	// Ready waits for zero.
 	pending atomic.Int32
 
 	mu      sync.Mutex // guards cancel and started against a stop racing a start
 	cancel  context.CancelFunc
 	started bool
 	wg      sync.WaitGroup
+}
+
+// lastKnown outlives plugin instances. A Corefile reload builds new instances whose relays would
+// otherwise start up and unprobed: a dead relay would be served, and readiness would drop (and an
+// anycast route controlled by it could flap), until the new instance's first round answered. Each
+// check records its endpoints' published state here, and the next instance with the same relay,
+// endpoint and probe target starts from it.
+var lastKnown = struct {
+	sync.Mutex
+	states map[string]knownState
+}{states: make(map[string]knownState)}
+
+type knownState struct {
+	up bool
+	at time.Time
 }
 
 // check is one probe target and the endpoints whose health it decides: by default one endpoint per
@@ -35,6 +51,19 @@ type check struct {
 	target    netip.AddrPort // fixed target, when the address is known
 	host      string         // otherwise a name resolved before every probe
 	port      uint16
+	// restored: every endpoint started from a recent lastKnown state, so the first round has
+	// nothing to decide before readiness can be reported.
+	restored bool
+}
+
+// memoryKey names an endpoint as probed by a check: the same relay name and address probed at
+// another target is a different observation.
+func (c *check) memoryKey(e *endpoint) string {
+	target := c.target.String()
+	if c.host != "" {
+		target = net.JoinHostPort(c.host, strconv.Itoa(int(c.port)))
+	}
+	return c.relay.name + " " + e.String() + " " + target
 }
 
 func newProber(cfg *config) *prober {
@@ -57,7 +86,47 @@ func newProber(cfg *config) *prober {
 			p.checks = append(p.checks, newCheck(r, []*endpoint{e}, host, amt.Port))
 		}
 	}
+	p.restore()
 	return p
+}
+
+// restore starts each check's endpoints from lastKnown when every one of them was observed within
+// the last two intervals (plus a timeout); older states say too little about the relay now.
+func (p *prober) restore() {
+	hc := p.cfg.health
+	now := time.Now()
+	lastKnown.Lock()
+	defer lastKnown.Unlock()
+	for _, c := range p.checks {
+		c.restored = true
+		for _, e := range c.endpoints {
+			k, ok := lastKnown.states[c.memoryKey(e)]
+			if !ok || now.Sub(k.at) > 2*hc.interval+hc.timeout {
+				c.restored = false
+				break
+			}
+		}
+		if !c.restored {
+			continue
+		}
+		for _, e := range c.endpoints {
+			up := lastKnown.states[c.memoryKey(e)].up
+			e.state.Restore(up)
+			if !up {
+				e.relay.upEndpoints.Add(-1)
+			}
+		}
+	}
+}
+
+// remember records the published state of a check's endpoints for the next instance.
+func (c *check) remember() {
+	now := time.Now()
+	lastKnown.Lock()
+	defer lastKnown.Unlock()
+	for _, e := range c.endpoints {
+		lastKnown.states[c.memoryKey(e)] = knownState{up: e.state.Up(), at: now}
+	}
 }
 
 func newCheck(r *relay, eps []*endpoint, host string, port uint16) *check {
@@ -81,7 +150,13 @@ func (p *prober) start() {
 	p.started = true
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
-	p.pending.Store(int32(len(p.checks)))
+	var pending int32
+	for _, c := range p.checks {
+		if !c.restored {
+			pending++
+		}
+	}
+	p.pending.Store(pending)
 	interval := p.cfg.health.interval
 	for i, c := range p.checks {
 		offset := interval * time.Duration(i) / time.Duration(len(p.checks))
@@ -109,7 +184,9 @@ func (p *prober) firstRoundDone() bool { return p.pending.Load() <= 0 }
 func (p *prober) loop(ctx context.Context, c *check, offset time.Duration) {
 	defer p.wg.Done()
 	p.probe(ctx, c)
-	p.pending.Add(-1)
+	if !c.restored {
+		p.pending.Add(-1)
+	}
 
 	select {
 	case <-ctx.Done():
@@ -139,6 +216,7 @@ func (p *prober) probe(ctx context.Context, c *check) {
 		return // shutting down: a cancelled probe says nothing about the relay
 	}
 	ok := outcome == amt.ResultOK
+	defer c.remember()
 	for _, e := range c.endpoints {
 		changed, streak := e.state.Observe(ok, hc.policy)
 		if !changed {

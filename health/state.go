@@ -26,6 +26,15 @@ func (s *State) Up() bool { return !s.down.Load() }
 // Observed reports whether any outcome has been recorded yet.
 func (s *State) Observed() bool { return s.observed }
 
+// Restore publishes a state carried over from an earlier observer of the same target. The
+// hysteresis then applies from the next outcome on: only a target never observed lets its first
+// outcome decide at once.
+func (s *State) Restore(up bool) {
+	s.down.Store(!up)
+	s.observed = true
+	s.streak = 0
+}
+
 // Observe records one probe outcome and reports whether the published state flipped and, if it did,
 // how many consecutive outcomes caused it.
 //

@@ -67,3 +67,19 @@ func TestThresholdOfOne(t *testing.T) {
 		}
 	}
 }
+
+func TestRestore(t *testing.T) {
+	p := Policy{Fails: 2, Rises: 2}
+	var s State
+	s.Restore(false)
+	if s.Up() || !s.Observed() {
+		t.Fatalf("After Restore(false): up = %v, observed = %v; want down and observed", s.Up(), s.Observed())
+	}
+	// A restored state is past its first outcome: one success must not bring it up.
+	if s.Observe(true, p); s.Up() {
+		t.Fatalf("One success after Restore(false) brought the target up; rises is %d", p.Rises)
+	}
+	if s.Observe(true, p); !s.Up() {
+		t.Fatalf("Two successes after Restore(false) left the target down")
+	}
+}
