@@ -327,10 +327,17 @@ query_loop() {
 			/->>HEADER<<-/ { st = $6; sub(",", "", st); replies++ }
 			/^;; flags:/ { empty = 1; for (i = 1; i <= NF; i++) if ($i == "ANSWER:" && $(i + 1) + 0 > 0) empty = 0
 				if (st == "NOERROR" && !empty) good++; else why = why " " st (empty ? "/empty" : "") }
-			END { print "ok " good + 0
+			END { print "ok " good + 0 " " t
 				if (n - good > 0) print "fail " n - good " at " t ":" why (n > replies ? " " n - replies "x no-reply" : "") }'
 		sleep 0.05
 	done >"$WORK/run/loop-$name"
+}
+# loops_past T: both query loops have a batch that started after T (ms).
+loops_past() {
+	local f
+	for f in direct resolver; do
+		awk -v t="$1" '$1 == "ok" && $3 > t { f = 1 } END { exit !f }' "$WORK/run/loop-$f" || return 1
+	done
 }
 loop_count() { awk -v k="$1" '$1 == k { s += $2 } END { print s + 0 }' "$WORK/run/loop-$2"; }
 
@@ -350,21 +357,30 @@ step_reload() {
 	local t0
 	t0=$(now_ms)
 	n2_corefile reloaded >"$WORK/conf/Corefile.n2.new" && mv "$WORK/conf/Corefile.n2.new" "$WORK/conf/Corefile.n2"
+	local t_applied
 	if wait_for "net2 to answer for the new source $S_NEW" 15 0.2 eval '[ "$(short_set n8 $N2_DNS $new_name A)" = "${N2_RELAYS_V4[1]}" ]'; then
+		t_applied=$(now_ms)
 		ok "reload applied after $(fmt_ms "$WAITED_MS"): new source $S_NEW -> ${N2_RELAYS_V4[1]}"
 	else
 		bad "$WAIT_ERR (got $(short_set n8 "$N2_DNS" "$new_name" A))"
 	fi
-	# Keep querying for a second after the new config answers, then stop.
-	sleep 1
+	# Keep querying until both loops have finished a batch asked after the new config answered.
+	wait_for "query loops to run past the reload" 15 0.2 loops_past "${t_applied:-0}" || note "$WAIT_ERR"
 	touch "$WORK/run/loop-stop"
 	wait "$p1" "$p2"
 	LOOP_PIDS=()
-	local f n nf
+	local f n nf before after
 	for f in direct resolver; do
 		n=$(loop_count ok "$f") nf=$(loop_count fail "$f")
-		if [ "$n" -ge 20 ] && [ "$nf" -eq 0 ]; then ok "$f query loop: $n queries across the reload, 0 failed"
-		else bad "$f query loop: $nf failed, $n answered (at least 20 answered and none failed expected):$(grep '^fail' "$WORK/run/loop-$f" | cut -d' ' -f3- | head -n3 | tr '\n' ';')"; fi
+		# The loop must have spanned the reload: answers asked before the new Corefile was written
+		# and after the new config was seen answering.
+		before=$(awk -v t="$t0" '$1 == "ok" && $2 > 0 && $3 < t' "$WORK/run/loop-$f" | wc -l)
+		after=$(awk -v t="${t_applied:-0}" '$1 == "ok" && $2 > 0 && $3 > t' "$WORK/run/loop-$f" | wc -l)
+		if [ "$nf" -eq 0 ] && [ "$before" -gt 0 ] && [ "$after" -gt 0 ] && [ -n "${t_applied:-}" ]; then
+			ok "$f query loop: $n queries across the reload, 0 failed"
+		else
+			bad "$f query loop: $nf failed, $n answered ($before batches before the reload, $after after it):$(grep '^fail' "$WORK/run/loop-$f" | cut -d' ' -f3- | head -n3 | tr '\n' ';')"
+		fi
 	done
 	# Precedence change visible: r2b moved 20 -> 5, so it leads the A answer.
 	dq n8 "@$N2_DNS" "$AMT_NAME" AMTRELAY
