@@ -13,6 +13,7 @@ import (
 
 	"github.com/amtdns/amtrelay/revname"
 
+	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
 )
@@ -21,10 +22,11 @@ import (
 type AMTRelay struct {
 	Next plugin.Handler
 
-	cfg     *config
-	prober  *prober
-	metrics *requestMetrics
-	running atomic.Bool // between OnStartup and OnShutdown
+	cfg          *config
+	prober       *prober
+	metrics      *requestMetrics
+	serverConfig *dnsserver.Config // the server block's, for the server label of background metrics
+	running      atomic.Bool       // between OnStartup and OnShutdown
 }
 
 func newAMTRelay(cfg *config) *AMTRelay {

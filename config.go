@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/amtdns/amtrelay/health"
-	"github.com/amtdns/amtrelay/table"
 
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/miekg/dns"
@@ -121,14 +120,15 @@ func (e *endpoint) encodeRdata() error {
 }
 
 // config is everything one amtrelay block says. It never changes once parsed; only the endpoints'
-// health states (atomics written by the prober) move while serving.
+// health states (atomics written by the prober) and the sources table (an atomic pointer swapped
+// whole when the sources file changes) move while serving.
 type config struct {
 	zones       []string
 	label       string
 	ttl         uint32
 	nameservers []string
 	relays      []*relay // sorted by precedence, so a source's relay list (ascending indices) is in answer order
-	sources     *table.Table
+	sources     *sourceTable
 	health      healthCheck
 	allDown     allDownPolicy
 	fall        fall.F

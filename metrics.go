@@ -2,6 +2,7 @@ package amtrelay
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -48,6 +49,27 @@ var (
 		Help:      "Round-trip time of successful probes, Relay Discovery to Relay Advertisement.",
 		Buckets:   plugin.TimeBuckets,
 	}, []string{"relay"})
+
+	sourcesCount = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "sources",
+		Help:      "Source prefixes in the connectivity table in service, inline and from the sources file.",
+	}, []string{"server", "zone"})
+
+	tableReloads = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "table_reloads_total",
+		Help:      "Loads of a changed sources file after start-up, by result (success or error); an error is counted once while it repeats.",
+	}, []string{"result"})
+
+	tableLastReload = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "table_last_reload_timestamp_seconds",
+		Help:      "Unix time of the last successful load of a sources file, start-up included.",
+	})
 )
 
 // result is what the plugin did with a query, the result label of requests_total.
@@ -169,4 +191,55 @@ func releaseRelayMetrics(names []string) {
 		probesTotal.DeletePartialMatch(labels)
 		probeDuration.DeletePartialMatch(labels)
 	}
+}
+
+// sourcesKey is one series of the sources gauge.
+type sourcesKey struct{ server, zone string }
+
+// sourcesExporters records, per sources series, the running instances that serve it, in start
+// order. During a Corefile reload the new instance starts before the old one stops, and the old
+// one's watcher may still reload its file meanwhile; only the newest instance writes the value, so
+// an old table's size never overwrites the new one's, and the series goes when the last one stops.
+var sourcesExporters = struct {
+	sync.Mutex
+	byKey  map[sourcesKey][]*sourceTable
+	byUser map[*sourceTable][]sourcesKey
+}{byKey: map[sourcesKey][]*sourceTable{}, byUser: map[*sourceTable][]sourcesKey{}}
+
+func exportSourcesCount(s *sourceTable, keys []sourcesKey) {
+	sourcesExporters.Lock()
+	defer sourcesExporters.Unlock()
+	sourcesExporters.byUser[s] = keys
+	for _, k := range keys {
+		sourcesExporters.byKey[k] = append(sourcesExporters.byKey[k], s)
+		sourcesCount.WithLabelValues(k.server, k.zone).Set(float64(s.Len()))
+	}
+}
+
+// updateSourcesCount publishes the size of s's current table in the series it is the newest user of.
+func updateSourcesCount(s *sourceTable) {
+	sourcesExporters.Lock()
+	defer sourcesExporters.Unlock()
+	for _, k := range sourcesExporters.byUser[s] {
+		if users := sourcesExporters.byKey[k]; users[len(users)-1] == s {
+			sourcesCount.WithLabelValues(k.server, k.zone).Set(float64(s.Len()))
+		}
+	}
+}
+
+func unexportSourcesCount(s *sourceTable) {
+	sourcesExporters.Lock()
+	defer sourcesExporters.Unlock()
+	for _, k := range sourcesExporters.byUser[s] {
+		users := slices.DeleteFunc(sourcesExporters.byKey[k], func(u *sourceTable) bool { return u == s })
+		if len(users) == 0 {
+			delete(sourcesExporters.byKey, k)
+			sourcesCount.DeleteLabelValues(k.server, k.zone)
+			continue
+		}
+		sourcesExporters.byKey[k] = users
+		newest := users[len(users)-1]
+		sourcesCount.WithLabelValues(k.server, k.zone).Set(float64(newest.Len()))
+	}
+	delete(sourcesExporters.byUser, s)
 }

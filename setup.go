@@ -1,11 +1,13 @@
 package amtrelay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -35,6 +37,7 @@ func setup(c *caddy.Controller) error {
 		return plugin.Error(pluginName, err)
 	}
 	a := newAMTRelay(cfg)
+	a.serverConfig = dnsserver.GetConfig(c)
 	c.OnStartup(a.start)
 	c.OnShutdown(a.stop)
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
@@ -70,7 +73,9 @@ type sourceLine struct {
 	line   int
 }
 
-// parse reads one server block's amtrelay stanza. It does no I/O and starts nothing.
+// parse reads one server block's amtrelay stanza. It starts nothing; its only I/O is the first
+// read of the sources file, so that a bad file fails start-up, or a Corefile reload, before any
+// instance has started.
 func parse(c *caddy.Controller) (*config, error) {
 	var cfg *config
 	for c.Next() {
@@ -110,6 +115,7 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 
 	var (
 		sources  []sourceLine
+		file     sourcesFile
 		byName   = map[string]*relay{}
 		byAddr   = map[string]string{} // endpoint address → relay name, to reject an address in two relays
 		seenProp = map[string]bool{}
@@ -149,6 +155,12 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 				return nil, c.Errf("source: %v", err)
 			}
 			sources = append(sources, sourceLine{prefix: p, relays: args[1:], file: c.File(), line: c.Line()})
+		case "sources":
+			f, err := parseSources(c)
+			if err != nil {
+				return nil, err
+			}
+			file = f
 		case "label":
 			l, err := singleArg(c)
 			if err != nil {
@@ -205,8 +217,8 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 	if len(cfg.relays) == 0 {
 		return nil, c.Err("no relay defined")
 	}
-	if len(sources) == 0 {
-		return nil, c.Err("no source defined: every query would miss")
+	if len(sources) == 0 && file.path == "" {
+		return nil, c.Err("no source or sources file defined: every query would miss")
 	}
 
 	// Lower precedence first, config order within a precedence: relay indices then follow answer order.
@@ -216,6 +228,9 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 		index[r.name] = i
 	}
 
+	st := &sourceTable{file: file.path, interval: file.reload, relayIndex: index}
+	// The inline lines are checked among themselves (unknown relays, duplicates) in a builder of
+	// their own; over a file's entries they are laid with Override, as they win there.
 	b := table.NewBuilder()
 	for _, s := range sources {
 		ids := make([]int, 0, len(s.relays))
@@ -226,12 +241,60 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 			}
 			ids = append(ids, i)
 		}
-		if err := b.Add(s.prefix, ids, table.Origin{File: s.file, Line: s.line}); err != nil {
+		origin := table.Origin{File: s.file, Line: s.line}
+		if err := b.Add(s.prefix, ids, origin); err != nil {
 			return nil, lineErr(s.file, s.line, "source %v", err)
 		}
+		st.inline = append(st.inline, inlineSource{prefix: s.prefix, relays: ids, origin: origin})
 	}
-	cfg.sources = b.Build()
+	t := b.Build()
+	if file.path != "" {
+		var err error
+		if t, err = st.load(context.Background()); err != nil {
+			return nil, lineErr(file.corefile, file.line, "sources: %v", err)
+		}
+	}
+	st.current.Store(t)
+	st.loadedAt = time.Now()
+	cfg.sources = st
 	return cfg, nil
+}
+
+// sourcesFile is what the sources property says, and where it says it.
+type sourcesFile struct {
+	path     string
+	reload   time.Duration
+	corefile string
+	line     int
+}
+
+// parseSources reads `sources FILE [reload DURATION]`. A relative FILE is taken relative to the
+// root plugin's directory, as hosts and file do.
+func parseSources(c *caddy.Controller) (sourcesFile, error) {
+	f := sourcesFile{reload: defaultSourcesReload, corefile: c.File(), line: c.Line()}
+	args := c.RemainingArgs()
+	switch {
+	case len(args) == 0 || len(args) > 3:
+		return f, c.ArgErr()
+	case len(args) > 1 && args[1] != "reload":
+		return f, c.Errf("sources: unknown option %q", args[1])
+	case len(args) == 2:
+		return f, c.Errf("sources: reload needs a duration (0 to read the file once)")
+	case len(args) == 3:
+		d, err := time.ParseDuration(args[2])
+		if err != nil {
+			return f, c.Errf("sources: reload: %v", err)
+		}
+		if d < 0 {
+			return f, c.Errf("sources: reload %s is negative (0 reads the file once)", args[2])
+		}
+		f.reload = d
+	}
+	f.path = args[0]
+	if root := dnsserver.GetConfig(c).Root; !filepath.IsAbs(f.path) && root != "" {
+		f.path = filepath.Join(root, f.path)
+	}
+	return f, nil
 }
 
 // lineErr formats an error the way the caddy dispenser does, for errors found after the block was read.
