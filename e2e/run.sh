@@ -35,7 +35,7 @@ set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 P=amte2e # namespace prefix
-ALL_STEPS=(topology direct unbound failover recovery reload all_down)
+ALL_STEPS=(topology direct unbound failover recovery reload table all_down)
 DEADLINE=${E2E_DEADLINE:-270}
 
 only="" keep=0 install=1

@@ -38,7 +38,10 @@ user_a() { short_set n8 "$RESOLVER" "$AMT_NAME" A; }
 
 # ---------------------------------------------------------------- baseline states
 # Every scenario starts from a known state so that --only works for each.
-wait_baseline() { # all relays up, net2 announced, the user sees net2's relays
+wait_baseline() { # all relays up, net2 announced and reaching S, the user sees net2's relays
+	if ! grep -q '^198\.51\.100\.0/24 ' "$WORK/conf/n2.sources"; then
+		n2_sources with_s >"$WORK/conf/n2.sources.new" && mv "$WORK/conf/n2.sources.new" "$WORK/conf/n2.sources"
+	fi
 	start_relays n1
 	start_relays n2
 	running route-control || start_route_control
@@ -154,8 +157,9 @@ step_direct() {
 	owners=$(q_rrs ANSWER A | awk '{ print $1 }' | sort -u)
 	if [ "$qname" = "$mixed" ] && [ "$owners" = "$mixed" ] && [ "$(q_status)" = NOERROR ]; then ok "mixed-case $mixed echoed in question and answer owners"
 	else bad "mixed case: asked $mixed, question [$qname], answer owners [$owners], status $(q_status)"; fi
-	# Falls through to the next plugin (whoami): a PTR at <rev(S)>.
-	dq n8 "@$srv" -b "$CLIENT" "$REV_S" PTR
+	# Falls through to the next plugin (whoami): a PTR at <rev(S)>. Asked of net1, because net2
+	# forwards in-addr.arpa names it does not answer to net1 (see step "table").
+	dq n8 "@$N1_DNS" -b "$CLIENT" "$REV_S" PTR
 	got=$(q_section ADDITIONAL | awk '$4 == "A" { print $4 " " $5 }')
 	if [ "$(q_status)" = NOERROR ] && [ "$got" = "A $CLIENT" ]; then ok "PTR at $REV_S falls through to whoami (our address $CLIENT in additional)"
 	else bad "fallthrough: PTR $REV_S: want whoami's 'A $CLIENT' in additional, got $(q_status) [$got]"; fi
@@ -399,7 +403,38 @@ step_reload() {
 	[ -z "$STEP_FAILED" ]
 }
 
-# ---------------------------------------------------------------- 6. all relays down
+# ---------------------------------------------------------------- 6. table
+# net2 loses its path to S: its sources file drops S's prefix. The anycast
+# address still leads the user to net2, which hands S's names on (fallthrough,
+# then forward to net1's unicast AMT DNS) without a Corefile change.
+step_table() {
+	wait_baseline || return 1
+	local before_ok before_n
+	before_ok=$(metric_sum n2 coredns_amtrelay_table_reloads_total 'result="success"')
+	n2_sources without_s >"$WORK/conf/n2.sources.new" && mv "$WORK/conf/n2.sources.new" "$WORK/conf/n2.sources"
+	wait_for "net2 to forward S's name to net1" 10 0.2 eval '[ "$(short_set n8 $N2_DNS $AMT_NAME A)" = "$N1_SET" ]' &&
+		ok "net2 without S in its table: amt.<rev(S)> A forwarded to net1 -> $N1_SET (after $(fmt_ms "$WAITED_MS"))" ||
+		bad "$WAIT_ERR (got $(short_set n8 "$N2_DNS" "$AMT_NAME" A))"
+	local after_ok
+	after_ok=$(metric_sum n2 coredns_amtrelay_table_reloads_total 'result="success"')
+	awk -v a="$after_ok" -v b="$before_ok" 'BEGIN { exit !(a > b) }' && ok "net2 counted the table reload (table_reloads_total{result=\"success\"} $before_ok -> $after_ok)" ||
+		bad "net2 table_reloads_total{result=\"success\"} did not grow ($before_ok -> $after_ok)"
+	[ "$(anycast_via)" = n2 ] && ok "the anycast address still leads to net2" || bad "anycast routed to $(anycast_via), want n2"
+	wait_for "the user getting net1's relays through net2" $((ANSWER_TTL + 5)) 0.2 eval '[ "$(user_a)" = "$N1_SET" ]' &&
+		ok "user, through Unbound and net2: net1's relays ($N1_SET)" || bad "$WAIT_ERR (got $(user_a))"
+	dq n8 "@$RESOLVER" "$AMT_NAME" AMTRELAY
+	local got
+	got=$(q_rdata ANSWER AMTRELAY | tr '\n' '|')
+	[ "$got" = "10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|" ] && ok "user, AMTRELAY through Unbound and net2's forward: net1's records" ||
+		bad "AMTRELAY through net2's forward: [$got]"
+	# S's prefix back: net2 answers for S again.
+	n2_sources with_s >"$WORK/conf/n2.sources.new" && mv "$WORK/conf/n2.sources.new" "$WORK/conf/n2.sources"
+	wait_for "net2 answering for S again" 10 0.2 eval '[ "$(short_set n8 $N2_DNS $AMT_NAME A)" = "$N2_SET" ]' &&
+		ok "S's prefix restored: net2 answers with its own relays again" || bad "$WAIT_ERR"
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 7. all relays down
 step_all_down() {
 	wait_baseline || return 1
 	local before after
