@@ -132,7 +132,10 @@ build() {
 		tail -n 30 "$WORK/log/build.log" >&2
 		return 1
 	}
-	"$BIN/coredns" -plugins 2>/dev/null | grep -q 'dns.amtrelay' || {
+	# Not a pipe into grep -q: under pipefail, grep quitting early would SIGPIPE coredns and fail.
+	local plugins
+	plugins=$("$BIN/coredns" -plugins 2>/dev/null)
+	grep -q 'dns.amtrelay' <<<"$plugins" || {
 		echo "built coredns has no amtrelay plugin" >&2
 		return 1
 	}
