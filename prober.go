@@ -91,7 +91,8 @@ func newProber(cfg *config) *prober {
 }
 
 // restore starts each check's endpoints from lastKnown when every one of them was observed within
-// the last two intervals (plus a timeout); older states say too little about the relay now.
+// the last two intervals (plus a timeout, plus a second for a slow reload); older states say too
+// little about the relay now.
 func (p *prober) restore() {
 	hc := p.cfg.health
 	now := time.Now()
@@ -101,7 +102,7 @@ func (p *prober) restore() {
 		c.restored = true
 		for _, e := range c.endpoints {
 			k, ok := lastKnown.states[c.memoryKey(e)]
-			if !ok || now.Sub(k.at) > 2*hc.interval+hc.timeout {
+			if !ok || now.Sub(k.at) > 2*hc.interval+hc.timeout+time.Second {
 				c.restored = false
 				break
 			}
