@@ -135,7 +135,7 @@ build() {
 	# Not a pipe into grep -q: under pipefail, grep quitting early would SIGPIPE coredns and fail.
 	local plugins
 	plugins=$("$BIN/coredns" -plugins 2>/dev/null)
-	grep -q 'dns.amtrelay' <<<"$plugins" || {
+	grep -qx 'amtrelay' <<<"$plugins" || {
 		echo "built coredns has no amtrelay plugin" >&2
 		return 1
 	}
