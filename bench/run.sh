@@ -1,0 +1,392 @@
+#!/usr/bin/env bash
+# bench/run.sh: the benchmarks of issue 5, run by `make bench`. See BENCHMARKS.md for the figures.
+#
+#   1. whole servers on loopback with dnsperf, one at a time, in alternating rounds:
+#      whoami (the ceiling), amtrelay (10k sources, 50 health-checked relays with fixture
+#      responders up) and file (the same answers as static records);
+#   2. memory: RSS and live heap of amtrelay with 1M IPv4 + 200k IPv6 prefixes;
+#   3. the Go micro-benchmarks of the root package, revname, table and amt;
+#   4. the key ratios, as the last lines of the output.
+#
+# Usage: bench/run.sh [--servers-only | --go-only] [--quick] [--profile]
+#   --quick     one short round and short Go benchtimes: checks that everything runs, no figures
+#   --profile   also take a CPU profile of whoami and of amtrelay under dnsperf load (adds ~30 s;
+#               BENCH_PROFILE=1 does the same, for `make bench`)
+#
+# Settings (environment):
+#   BENCH_OUT             where builds, inputs, logs and results go (default bench/.run, ignored by git)
+#   BENCH_ROUNDS          server rounds, each whoami, amtrelay, file (default 5)
+#   BENCH_SECONDS         dnsperf throughput run per server per round (default 8)
+#   BENCH_LATENCY_QPS     fixed query rate of the latency run (default 5000)
+#   BENCH_LATENCY_SECONDS length of the latency run (default 4)
+#   BENCH_DNSPERF_ARGS    client shape (default "-c 4 -T 1 -q 100")
+#   BENCH_GO_BENCHTIME    -benchtime of the Go benchmarks (default 0.5s)
+#   BENCH_GO_COUNT        -count of the Go benchmarks (default 1; 6 or more for benchstat)
+#   BENCH_PORT            DNS port on 127.0.0.1 (default 10553)
+#   BENCH_BUDGET          seconds after which remaining rounds are skipped (default 840)
+#
+# Only loopback addresses are used: servers on 127.0.0.1, relay responders on 127.0.0.10-59.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${BENCH_OUT:-$ROOT/bench/.run}
+ROUNDS=${BENCH_ROUNDS:-5}
+SECONDS_TP=${BENCH_SECONDS:-8}
+LAT_QPS=${BENCH_LATENCY_QPS:-5000}
+LAT_SECONDS=${BENCH_LATENCY_SECONDS:-4}
+DNSPERF_ARGS=${BENCH_DNSPERF_ARGS:--c 4 -T 1 -q 100}
+GO_BENCHTIME=${BENCH_GO_BENCHTIME:-0.5s}
+GO_COUNT=${BENCH_GO_COUNT:-1}
+PORT=${BENCH_PORT:-10553}
+BUDGET=${BENCH_BUDGET:-840}
+READY_ADDR=127.0.0.1:18181
+PPROF_ADDR=127.0.0.1:16053
+WARMUP_SECONDS=1
+
+run_servers=1
+run_go=1
+quick=0
+profile=${BENCH_PROFILE:-0}
+for arg in "$@"; do
+	case $arg in
+	--servers-only) run_go=0 ;;
+	--go-only) run_servers=0 ;;
+	--quick) quick=1 ;;
+	--profile) profile=1 ;;
+	-h | --help)
+		sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "bench/run.sh: unknown argument $arg (try --help)" >&2
+		exit 2
+		;;
+	esac
+done
+if ((quick)); then
+	ROUNDS=1 SECONDS_TP=2 LAT_SECONDS=1 GO_BENCHTIME=1x
+fi
+
+START=$(date +%s)
+elapsed() { echo $(($(date +%s) - START)); }
+log() { printf '[bench %4ss] %s\n' "$(elapsed)" "$*" >&2; }
+die() {
+	log "FAILED: $*"
+	exit 1
+}
+
+mkdir -p "$OUT/bin" "$OUT/logs"
+GEN=$OUT/gen
+RESULTS=$OUT/results
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
+
+# Processes this script started; the trap stops exactly these.
+server_pid=""
+responders_pid=""
+cleanup() {
+	local pid
+	for pid in $server_pid $responders_pid; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in $server_pid $responders_pid; do
+		for _ in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Tools and inputs
+
+if ((run_servers)) && ! command -v dnsperf >/dev/null; then
+	(($(id -u) == 0)) || die "dnsperf is missing and installing it needs root (apt-get install dnsperf)"
+	log "installing dnsperf"
+	apt-get update -qq >"$OUT/logs/apt.log" 2>&1
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf >>"$OUT/logs/apt.log" 2>&1 ||
+		die "apt-get install dnsperf (see $OUT/logs/apt.log)"
+fi
+
+if ((run_servers)); then
+	log "building cmd/coredns, cmd/amt-responder and bench/gen"
+	(cd "$ROOT" && go build -o "$OUT/bin/coredns" ./cmd/coredns &&
+		go build -o "$OUT/bin/amt-responder" ./cmd/amt-responder &&
+		go build -o "$OUT/bin/gen" ./bench/gen) || die "build"
+
+	# The memory table goes in a sources file when the plugin has the `sources` property, and
+	# inline in the Corefile otherwise (much slower to parse, and its tokens weigh on the heap).
+	memory_inline=false
+	if ! grep -q '"sources"' "$ROOT/setup.go"; then
+		memory_inline=true
+		log "amtrelay has no sources property here: the memory table goes inline in the Corefile"
+	fi
+	log "generating Corefiles, zones, queries and the memory table in $GEN"
+	rm -rf "$GEN"
+	"$OUT/bin/gen" -out "$GEN" -listen "127.0.0.1:$PORT" -ready "$READY_ADDR" -pprof "$PPROF_ADDR" \
+		-memory-inline="$memory_inline" || die "bench/gen"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+probe_query=$OUT/probe-query.txt
+echo ". NS" >"$probe_query"
+
+# answers: does the server on PORT answer one query within a second?
+answers() {
+	timeout 5 dnsperf -s 127.0.0.1 -p "$PORT" -d "$probe_query" -n 1 -t 1 2>/dev/null |
+		grep -q 'Queries completed: *1 '
+}
+
+# start_server NAME COREFILE [WAIT_SECONDS]: start cmd/coredns in $GEN and wait until it answers.
+start_server() {
+	local name=$1 corefile=$2 wait=${3:-30} i
+	(cd "$GEN" && exec env GODEBUG=gctrace=1 "$OUT/bin/coredns" -conf "$corefile" >"$OUT/logs/$name.log" 2>&1) &
+	server_pid=$!
+	for ((i = 0; i < wait * 10; i++)); do
+		kill -0 "$server_pid" 2>/dev/null || die "$name exited at start-up (see $OUT/logs/$name.log)"
+		if answers; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "$name did not answer within ${wait}s (see $OUT/logs/$name.log)"
+}
+
+stop_server() {
+	[[ -n $server_pid ]] || return 0
+	kill -TERM "$server_pid" 2>/dev/null || true
+	for _ in $(seq 1 100); do
+		kill -0 "$server_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$server_pid" 2>/dev/null || true
+	wait "$server_pid" 2>/dev/null || true
+	server_pid=""
+}
+
+wait_ready() {
+	local i
+	for ((i = 0; i < 300; i++)); do
+		if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$READY_ADDR/ready" || true) == 200 ]]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "amtrelay not ready within 30s (see $OUT/logs/amtrelay.log)"
+}
+
+# dnsperf_field FILE LABEL: the first number after "LABEL:" in a dnsperf report.
+dnsperf_field() {
+	awk -v label="$2" 'index($0, label ":") { s = substr($0, index($0, label ":") + length(label) + 1); split(s, f, " "); print f[1] + 0; exit }' "$1"
+}
+
+# measure NAME ROUND: one throughput run and one fixed-rate latency run against the running server.
+measure() {
+	local name=$1 round=$2 tp=$RESULTS/$1.$2.throughput.txt lat=$RESULTS/$1.$2.latency.txt
+	timeout $((WARMUP_SECONDS + 10)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
+		$DNSPERF_ARGS -l "$WARMUP_SECONDS" >/dev/null 2>&1 || true
+	timeout $((SECONDS_TP + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
+		$DNSPERF_ARGS -l "$SECONDS_TP" >"$tp" 2>&1 || die "dnsperf against $name"
+	# -v prints every query with its latency; at a fixed rate below every server's capacity the
+	# figures are the servers' latency, not the depth of a queue.
+	timeout $((LAT_SECONDS + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
+		$DNSPERF_ARGS -l "$LAT_SECONDS" -Q "$LAT_QPS" -v >"$lat" 2>&1 || die "dnsperf -v against $name"
+	local qps sat_lat lost stats
+	qps=$(dnsperf_field "$tp" "Queries per second")
+	sat_lat=$(dnsperf_field "$tp" "Average Latency (s)")
+	lost=$(awk '/Queries lost:/ { print $3; exit }' "$tp")
+	# mean and p99 (nearest rank) in microseconds of the answered queries
+	stats=$(awk '/^> / && $NF ~ /^[0-9.]+$/ { print $NF * 1e6 }' "$lat" | sort -n |
+		awk '{ v[NR] = $1; s += $1 } END { if (NR == 0) { print "nan nan 0"; exit }
+			k = int(NR * 0.99 + 0.999999); if (k < 1) k = 1; printf "%.1f %.1f %d\n", s / NR, v[k], NR }')
+	printf '%s\t%s\t%s\t%.1f\t%s\t%s\n' "$round" "$name" "$qps" "$(awk -v x="$sat_lat" 'BEGIN { print x * 1e6 }')" \
+		"$lost" "$stats" | tr ' ' '\t' >>"$RESULTS/servers.tsv"
+	log "round $round $name: $qps qps, latency at $LAT_QPS qps mean/p99/n ${stats// //} us"
+	rm -f "$lat" # thousands of lines per run; the summary row keeps what matters
+}
+
+if ((run_servers)); then
+	log "starting 50 fixture relay responders"
+	listen_args=()
+	while read -r addr; do listen_args+=(-listen "$addr"); done <"$GEN/responders.txt"
+	"$OUT/bin/amt-responder" "${listen_args[@]}" 2>"$OUT/logs/responders.log" &
+	responders_pid=$!
+	sleep 0.5
+	kill -0 "$responders_pid" 2>/dev/null || die "amt-responder (see $OUT/logs/responders.log)"
+
+	printf 'round\tserver\tqps\tsat_mean_us\tlost\tmean_us\tp99_us\tlat_n\n' >"$RESULTS/servers.tsv"
+	for ((round = 1; round <= ROUNDS; round++)); do
+		# Round cost is about 3 x (start + warm-up + runs); stop early rather than overrun.
+		if ((round > 1 && $(elapsed) + 3 * (SECONDS_TP + LAT_SECONDS + WARMUP_SECONDS + 5) > BUDGET)); then
+			log "time budget ${BUDGET}s reached: stopping after $((round - 1)) rounds"
+			break
+		fi
+		for name in whoami amtrelay file; do
+			start_server "$name" "Corefile.$name"
+			[[ $name == amtrelay ]] && wait_ready
+			measure "$name" "$round"
+			stop_server
+			if [[ $name == amtrelay ]] && grep -q ' down: ' "$OUT/logs/amtrelay.log"; then
+				log "WARNING: a relay went down in round $round (see $OUT/logs/amtrelay.log)"
+				cp "$OUT/logs/amtrelay.log" "$OUT/logs/amtrelay.round$round.log"
+			fi
+		done
+	done
+	if ((profile)); then
+		for name in whoami amtrelay; do
+			start_server "$name" "Corefile.$name"
+			[[ $name == amtrelay ]] && wait_ready
+			log "CPU profile of $name under load"
+			timeout 30 dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e $DNSPERF_ARGS -l 12 \
+				>"$RESULTS/$name.profile-load.txt" 2>&1 &
+			load_pid=$!
+			sleep 1
+			curl -s --max-time 30 -o "$RESULTS/$name.cpu.pprof" "http://$PPROF_ADDR/debug/pprof/profile?seconds=10" ||
+				die "CPU profile of $name"
+			wait "$load_pid" || true
+			stop_server
+			go tool pprof -top -nodecount 40 "$OUT/bin/coredns" "$RESULTS/$name.cpu.pprof" \
+				>"$RESULTS/$name.cpu.top.txt" 2>/dev/null || true
+		done
+	fi
+	kill -TERM "$responders_pid" 2>/dev/null || true
+	wait "$responders_pid" 2>/dev/null || true
+	responders_pid=""
+
+	# Memory: the same binary with 8 relays and one source, then with the big table. A heap
+	# profile request with gc=1 forces a collection; the gctrace line it prints (GODEBUG, set by
+	# start_server) gives the live heap, and RSS is read right after.
+	rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status"; }
+	settle() { # settle NAME: force a GC, return its live heap in MB
+		local before
+		before=$(grep -c '^gc .*(forced)' "$OUT/logs/$1.log" || true)
+		curl -s -o /dev/null --max-time 30 "http://$PPROF_ADDR/debug/pprof/heap?gc=1" || die "pprof of $1"
+		for _ in $(seq 1 50); do
+			(($(grep -c '^gc .*(forced)' "$OUT/logs/$1.log" || true) > before)) && break
+			sleep 0.1
+		done
+		awk '/^gc .*\(forced\)/ { for (i = 1; i <= NF; i++) if ($i ~ /->.*->/) { split($i, a, "->"); live = a[3] } } END { print live + 0 }' "$OUT/logs/$1.log"
+	}
+	log "memory: baseline server"
+	start_server memory-base Corefile.memory-base
+	base_live=$(settle memory-base)
+	base_rss=$(rss_kb)
+	stop_server
+	log "memory: 1M IPv4 + 200k IPv6 prefixes"
+	t0=$(date +%s%N)
+	start_server memory Corefile.memory 300
+	load_ms=$((($(date +%s%N) - t0) / 1000000))
+	big_live=$(settle memory)
+	big_rss=$(rss_kb)
+	stop_server
+	prefixes=$(grep -c '^[0-9a-f]' "$GEN/sources-memory.txt" 2>/dev/null || echo 1200000)
+	printf 'prefixes\t%s\nload_ms\t%s\nbase_rss_kb\t%s\nbig_rss_kb\t%s\nbase_live_mb\t%s\nbig_live_mb\t%s\n' \
+		"$prefixes" "$load_ms" "$base_rss" "$big_rss" "$base_live" "$big_live" >"$RESULTS/memory.tsv"
+	log "memory: RSS $base_rss kB -> $big_rss kB, live heap $base_live MB -> $big_live MB, start-up ${load_ms} ms"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Go benchmarks
+
+if ((run_go)); then
+	gobench() { # gobench PKG REGEXP [BENCHTIME]
+		log "go test -bench '$2' $1"
+		(cd "$ROOT" && go test -run '^$' -bench "$2" -benchmem -benchtime "${3:-$GO_BENCHTIME}" \
+			-count "$GO_COUNT" -timeout 20m "$1") | tee -a "$RESULTS/go.txt" | grep -E '^(Benchmark|ok|FAIL|---)' >&2 ||
+			die "go test -bench $1"
+	}
+	: >"$RESULTS/go.txt"
+	gobench . .
+	gobench ./revname 'Parse'
+	# One process for both, so that the 2M generated prefixes are made once; one build per
+	# order is enough at these sizes, and random order is left out (the table bench has it).
+	gobench ./table 'Lookup|Build1M/v[46]/sorted'
+	gobench ./amt 'ProbeRound$'
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Summary: the key ratios are the last lines.
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() { # col SERVER COLUMN: that column of every round of SERVER
+	awk -F'\t' -v s="$1" -v c="$2" 'NR > 1 && $2 == s { print $c }' "$RESULTS/servers.tsv"
+}
+# per_round_ratio A B COLUMN: median over rounds of A's figure / B's figure in the same round
+per_round_ratio() {
+	awk -F'\t' -v a="$1" -v b="$2" -v c="$3" 'NR > 1 { v[$1, $2] = $c; r[$1] = 1 }
+		END { for (k in r) if (v[k, b] > 0) print v[k, a] / v[k, b] }' "$RESULTS/servers.tsv" | median
+}
+verdict() { # verdict VALUE OP TARGET
+	awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { if (v == "nan" || v == "") { print "n/a"; exit }
+		ok = (op == ">=") ? v >= t : v <= t
+		if (ok) print "met"; else printf "MISSED by %.1f%%\n", (op == ">=") ? (t - v) / t * 100 : (v - t) / t * 100 }'
+}
+# go_metric BENCHMARK-REGEXP UNIT: the median of that unit over the matching benchmark lines
+go_metric() {
+	[[ -s $RESULTS/go.txt ]] || { echo nan; return; }
+	awk -v re="$1" -v unit="$2" '$1 ~ re { for (i = 3; i < NF; i++) if ($(i + 1) == unit) print $i }' "$RESULTS/go.txt" | median
+}
+
+{
+	echo
+	echo "== bench/run.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, results in $RESULTS =="
+	if [[ -s $RESULTS/servers.tsv ]] && (($(wc -l <"$RESULTS/servers.tsv") > 1)); then
+		n=$(($(wc -l <"$RESULTS/servers.tsv") - 1))
+		echo "servers ($((n / 3)) rounds; median QPS; mean/p99 latency at $LAT_QPS qps, us):"
+		for s in whoami amtrelay file; do
+			printf '  %-9s %9.0f qps   mean %7.1f   p99 %7.1f\n' "$s" "$(col $s 3 | median)" \
+				"$(col $s 6 | median)" "$(col $s 7 | median)"
+		done
+	fi
+	if [[ -s $RESULTS/memory.tsv ]]; then
+		awk -F'\t' '{ m[$1] = $2 } END {
+			d = (m["big_rss_kb"] - m["base_rss_kb"]) * 1024 / m["prefixes"]
+			h = (m["big_live_mb"] - m["base_live_mb"]) * 1048576 / m["prefixes"]
+			printf "memory: %d prefixes: RSS %.0f MB (baseline %.0f MB), %.0f B/prefix of RSS, %.0f B/prefix of live heap; answering after %.1f s\n",
+				m["prefixes"], m["big_rss_kb"] / 1024, m["base_rss_kb"] / 1024, d, h, m["load_ms"] / 1000 }' "$RESULTS/memory.tsv"
+	fi
+} | tee "$RESULTS/summary.txt"
+
+{
+	echo "== key ratios (targets of issue 5) =="
+	if [[ -s $RESULTS/servers.tsv ]] && (($(wc -l <"$RESULTS/servers.tsv") > 1)); then
+		r=$(per_round_ratio amtrelay whoami 3)
+		printf 'amtrelay/whoami QPS       %6.3f  (>= 0.95: %s)\n' "$r" "$(verdict "$r" '>=' 0.95)"
+		r=$(per_round_ratio amtrelay file 3)
+		printf 'amtrelay/file QPS         %6.3f  (>= 1.00: %s)\n' "$r" "$(verdict "$r" '>=' 1.0)"
+		r=$(per_round_ratio amtrelay whoami 7)
+		printf 'amtrelay/whoami p99       %6.3f  (<= 1.10: %s)\n' "$r" "$(verdict "$r" '<=' 1.1)"
+		r=$(per_round_ratio file whoami 3)
+		printf 'file/whoami QPS           %6.3f\n' "$r"
+	fi
+	if [[ -s $RESULTS/memory.tsv ]]; then
+		r=$(awk -F'\t' '{ m[$1] = $2 } END { printf "%.1f", (m["big_live_mb"] - m["base_live_mb"]) * 1048576 / m["prefixes"] }' "$RESULTS/memory.tsv")
+		printf 'server live heap B/prefix %6.1f  (<= 100: %s)\n' "$r" "$(verdict "$r" '<=' 100)"
+	fi
+	if [[ -s $RESULTS/go.txt ]]; then
+		r=$(go_metric '^BenchmarkVsFile/' allocs-ratio)
+		printf 'allocs amtrelay/file      %6.3f  median over paths (<= 1.00: %s)\n' "$r" "$(verdict "$r" '<=' 1.0)"
+		r=$(awk '$1 ~ /^BenchmarkVsFile\// { for (i = 3; i < NF; i++) if ($(i + 1) == "allocs-ratio" && $i > m) m = $i } END { print m + 0 }' "$RESULTS/go.txt")
+		printf 'allocs amtrelay/file      %6.3f  worst path (<= 1.00: %s)\n' "$r" "$(verdict "$r" '<=' 1.0)"
+		for fam in v4 v6; do
+			r=$(go_metric "^BenchmarkLookup/${fam}_1M/hit" cpu-ns/op)
+			printf 'lookup 1M %s cpu-ns       %6.1f  (<= 100: %s)\n' "$fam" "$r" "$(verdict "$r" '<=' 100)"
+		done
+		for fam in v4 v6; do
+			r=$(go_metric "^BenchmarkBuild1M/$fam/sorted" B/prefix)
+			printf 'table %s B/prefix         %6.1f  (<= 100: %s)\n' "$fam" "$r" "$(verdict "$r" '<=' 100)"
+		done
+		for fam in v4 v6; do
+			r=$(go_metric "^BenchmarkBuild1M/$fam/sorted" cpu-s/op)
+			printf 'build 1M %s cpu-s         %6.2f  (< 2: %s)\n' "$fam" "$r" "$(verdict "$r" '<=' 2)"
+		done
+		r=$(go_metric '^BenchmarkProbeRound' cpu-ns/round)
+		r=$(awk -v x="$r" 'BEGIN { printf "%.3f", x / 5e9 * 100 }')
+		printf 'probe 1000 relays/5s %%core %6.3f  (< 2: %s)\n' "$r" "$(verdict "$r" '<=' 2)"
+	fi
+} | tee -a "$RESULTS/summary.txt"
