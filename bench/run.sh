@@ -17,7 +17,7 @@
 #   BENCH_OUT             where builds, inputs, logs and results go (default bench/.run, ignored by git)
 #   BENCH_ROUNDS          server rounds, each whoami, amtrelay, file (default 5)
 #   BENCH_SECONDS         dnsperf throughput run per server per round (default 8)
-#   BENCH_LATENCY_QPS     fixed query rate of the latency run (default 5000)
+#   BENCH_LATENCY_QPS     fixed query rate of the latency run (default 2000)
 #   BENCH_LATENCY_SECONDS length of the latency run (default 4)
 #   BENCH_DNSPERF_ARGS    client shape (default "-c 4 -T 1 -q 100")
 #   BENCH_GO_BENCHTIME    -benchtime of the Go benchmarks (default 0.5s)
@@ -32,7 +32,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${BENCH_OUT:-$ROOT/bench/.run}
 ROUNDS=${BENCH_ROUNDS:-5}
 SECONDS_TP=${BENCH_SECONDS:-8}
-LAT_QPS=${BENCH_LATENCY_QPS:-5000}
+LAT_QPS=${BENCH_LATENCY_QPS:-2000}
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-4}
 DNSPERF_ARGS=${BENCH_DNSPERF_ARGS:--c 4 -T 1 -q 100}
 GO_BENCHTIME=${BENCH_GO_BENCHTIME:-0.5s}
@@ -185,28 +185,39 @@ dnsperf_field() {
 	awk -v label="$2" 'index($0, label ":") { s = substr($0, index($0, label ":") + length(label) + 1); split(s, f, " "); print f[1] + 0; exit }' "$1"
 }
 
+# server_ticks: user + system CPU of the running server, in clock ticks
+server_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$server_pid/stat"; }
+
 # measure NAME ROUND: one throughput run and one fixed-rate latency run against the running server.
 measure() {
 	local name=$1 round=$2 tp=$RESULTS/$1.$2.throughput.txt lat=$RESULTS/$1.$2.latency.txt
 	timeout $((WARMUP_SECONDS + 10)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
 		$DNSPERF_ARGS -l "$WARMUP_SECONDS" >/dev/null 2>&1 || true
+	local ticks0 ticks1
+	ticks0=$(server_ticks)
 	timeout $((SECONDS_TP + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
 		$DNSPERF_ARGS -l "$SECONDS_TP" >"$tp" 2>&1 || die "dnsperf against $name"
+	ticks1=$(server_ticks)
 	# -v prints every query with its latency; at a fixed rate below every server's capacity the
 	# figures are the servers' latency, not the depth of a queue.
 	timeout $((LAT_SECONDS + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
 		$DNSPERF_ARGS -l "$LAT_SECONDS" -Q "$LAT_QPS" -v >"$lat" 2>&1 || die "dnsperf -v against $name"
-	local qps sat_lat lost stats
+	local qps sat_lat lost stats completed cpu_us
 	qps=$(dnsperf_field "$tp" "Queries per second")
+	completed=$(dnsperf_field "$tp" "Queries completed")
+	# server CPU per answered query: on a machine where client and server share two cores the
+	# client can be the bottleneck, and QPS then hides what the server itself spends
+	cpu_us=$(awk -v t=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v n="$completed" \
+		'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "nan" }')
 	sat_lat=$(dnsperf_field "$tp" "Average Latency (s)")
 	lost=$(awk '/Queries lost:/ { print $3; exit }' "$tp")
 	# mean and p99 (nearest rank) in microseconds of the answered queries
 	stats=$(awk '/^> / && $NF ~ /^[0-9.]+$/ { print $NF * 1e6 }' "$lat" | sort -n |
 		awk '{ v[NR] = $1; s += $1 } END { if (NR == 0) { print "nan nan 0"; exit }
 			k = int(NR * 0.99 + 0.999999); if (k < 1) k = 1; printf "%.1f %.1f %d\n", s / NR, v[k], NR }')
-	printf '%s\t%s\t%s\t%.1f\t%s\t%s\n' "$round" "$name" "$qps" "$(awk -v x="$sat_lat" 'BEGIN { print x * 1e6 }')" \
-		"$lost" "$stats" | tr ' ' '\t' >>"$RESULTS/servers.tsv"
-	log "round $round $name: $qps qps, latency at $LAT_QPS qps mean/p99/n ${stats// //} us"
+	printf '%s\t%s\t%s\t%.1f\t%s\t%s\t%s\n' "$round" "$name" "$qps" "$(awk -v x="$sat_lat" 'BEGIN { print x * 1e6 }')" \
+		"$lost" "$stats" "$cpu_us" | tr ' ' '\t' >>"$RESULTS/servers.tsv"
+	log "round $round $name: $qps qps, server CPU $cpu_us us/query, latency at $LAT_QPS qps mean/p99/n ${stats// //} us"
 	rm -f "$lat" # thousands of lines per run; the summary row keeps what matters
 }
 
@@ -219,7 +230,7 @@ if ((run_servers)); then
 	sleep 0.5
 	kill -0 "$responders_pid" 2>/dev/null || die "amt-responder (see $OUT/logs/responders.log)"
 
-	printf 'round\tserver\tqps\tsat_mean_us\tlost\tmean_us\tp99_us\tlat_n\n' >"$RESULTS/servers.tsv"
+	printf 'round\tserver\tqps\tsat_mean_us\tlost\tmean_us\tp99_us\tlat_n\tcpu_us_per_query\n' >"$RESULTS/servers.tsv"
 	for ((round = 1; round <= ROUNDS; round++)); do
 		# Round cost is about 3 x (start + warm-up + runs); stop early rather than overrun.
 		if ((round > 1 && $(elapsed) + 3 * (SECONDS_TP + LAT_SECONDS + WARMUP_SECONDS + 5) > BUDGET)); then
@@ -337,10 +348,10 @@ go_metric() {
 	echo "== bench/run.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, results in $RESULTS =="
 	if [[ -s $RESULTS/servers.tsv ]] && (($(wc -l <"$RESULTS/servers.tsv") > 1)); then
 		n=$(($(wc -l <"$RESULTS/servers.tsv") - 1))
-		echo "servers ($((n / 3)) rounds; median QPS; mean/p99 latency at $LAT_QPS qps, us):"
+		echo "servers ($((n / 3)) rounds; medians: QPS, server CPU per query, latency at $LAT_QPS qps):"
 		for s in whoami amtrelay file; do
-			printf '  %-9s %9.0f qps   mean %7.1f   p99 %7.1f\n' "$s" "$(col $s 3 | median)" \
-				"$(col $s 6 | median)" "$(col $s 7 | median)"
+			printf '  %-9s %9.0f qps   CPU %7.2f us/query   mean %9.1f us   p99 %9.1f us\n' "$s" \
+				"$(col $s 3 | median)" "$(col $s 9 | median)" "$(col $s 6 | median)" "$(col $s 7 | median)"
 		done
 	fi
 	if [[ -s $RESULTS/memory.tsv ]]; then
@@ -363,6 +374,8 @@ go_metric() {
 		printf 'amtrelay/whoami p99       %6.3f  (<= 1.10: %s)\n' "$r" "$(verdict "$r" '<=' 1.1)"
 		r=$(per_round_ratio file whoami 3)
 		printf 'file/whoami QPS           %6.3f\n' "$r"
+		printf 'server CPU/query amtrelay/whoami %6.3f   amtrelay/file %6.3f\n' \
+			"$(per_round_ratio amtrelay whoami 9)" "$(per_round_ratio amtrelay file 9)"
 	fi
 	if [[ -s $RESULTS/memory.tsv ]]; then
 		r=$(awk -F'\t' '{ m[$1] = $2 } END { printf "%.1f", (m["big_live_mb"] - m["base_live_mb"]) * 1048576 / m["prefixes"] }' "$RESULTS/memory.tsv")
