@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,16 +66,7 @@ func healthCorefile(readyAddr, allDown string, responders ...*amttest.Responder)
 // addresses returns the sorted A records of amt.rev(198.51.100.12), or the rcode if there are none.
 func addresses(t *testing.T, s *testServer) string {
 	t.Helper()
-	r := s.query(t, "udp", apexS, dns.TypeA)
-	var got []string
-	for _, rr := range r.msg.Answer {
-		got = append(got, rr.(*dns.A).A.String())
-	}
-	if len(got) == 0 {
-		return dns.RcodeToString[r.msg.Rcode]
-	}
-	slices.Sort(got)
-	return strings.Join(got, " ")
+	return addressesOf(t, s, "udp", apexS)
 }
 
 // eventually polls cond for up to a bounded time and fails with what it last saw.
