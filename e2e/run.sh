@@ -89,7 +89,7 @@ host_state() {
 # ---------------------------------------------------------------- install, build
 install_packages() {
 	local -A need=([bird]=bird2 [birdc]=bird2 [unbound]=unbound [dig]=bind9-dnsutils
-		[kdig]=knot-dnsutils [ip]=iproute2 [curl]=curl)
+		[kdig]=knot-dnsutils [ip]=iproute2 [curl]=curl [sysctl]=procps)
 	local cmd pkgs=()
 	for cmd in "${!need[@]}"; do
 		command -v "$cmd" >/dev/null 2>&1 || pkgs+=("${need[$cmd]}")
