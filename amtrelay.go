@@ -137,7 +137,12 @@ func (a *AMTRelay) relayAnswer(r *dns.Msg, relays []int, apex string) (*dns.Msg,
 		res = resultAllDown
 		switch a.cfg.allDown {
 		case allDownNoData:
-			return a.negative(r, dns.RcodeSuccess, apex), res
+			// TTL 0: this gap lasts until a relay recovers or routing moves the anycast address
+			// away, usually seconds; a resolver caching it for the full TTL would keep gateways
+			// without a relay after another network has taken over.
+			m := a.negative(r, dns.RcodeSuccess, apex)
+			m.Ns[0].Header().Ttl = 0
+			return m, res
 		case allDownServFail:
 			return nil, res
 		}
