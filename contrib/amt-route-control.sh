@@ -121,10 +121,26 @@ cmd) [ -n "$announce_cmd" ] && [ -n "$withdraw_cmd" ] || die "-m cmd needs -A an
 *) die "-m: unknown mode '$mode' (addr, birdc, cmd)" ;;
 esac
 
+# probe: 0 when URL answers 2xx within the timeout; otherwise sets why, which
+# the withdraw log line carries (an operator needs to tell a 503 from a hang).
 if command -v curl >/dev/null 2>&1; then
-	probe() { curl -fsS -o /dev/null -m "$timeout" "$url" 2>/dev/null; }
+	probe() {
+		code=$(curl -sS -o /dev/null -m "$timeout" -w '%{http_code}' "$url" 2>/dev/null)
+		rc=$?
+		case $rc in
+		0) case $code in 2??) return 0 ;; esac; why="HTTP $code" ;;
+		7) why="connection refused" ;;
+		28) why="no answer within ${timeout}s" ;;
+		*) why="curl exit $rc" ;;
+		esac
+		return 1
+	}
 elif command -v wget >/dev/null 2>&1; then
-	probe() { wget -q -O /dev/null -T "$timeout" -t 1 "$url" 2>/dev/null; }
+	probe() {
+		wget -q -O /dev/null -T "$timeout" -t 1 "$url" 2>/dev/null && return 0
+		why="wget exit $?"
+		return 1
+	}
 else
 	die "need curl or wget"
 fi
@@ -179,7 +195,7 @@ finish() {
 	fi
 	exit 0
 }
-ok=0 bad=0 n=0
+ok=0 bad=0 n=0 why=
 trap finish TERM INT HUP
 
 while [ "$rounds" -eq 0 ] || [ "$n" -lt "$rounds" ]; do
@@ -193,7 +209,7 @@ while [ "$rounds" -eq 0 ] || [ "$n" -lt "$rounds" ]; do
 	else
 		bad=$((bad + 1)); ok=0
 		if [ "$state" = up ] && [ "$bad" -ge "$fails" ]; then
-			if withdraw; then state=down; log "not ready for $bad polls: withdrew $what"
+			if withdraw; then state=down; log "not ready for $bad polls (last: $why): withdrew $what"
 			else log "withdraw of $what failed; retrying next poll"; fi
 		fi
 	fi
