@@ -33,12 +33,28 @@ nsx() { # nsx NODE CMD... : run CMD inside namespace $P-NODE
 }
 
 # start_proc NAME NODE CMD...: start CMD in the background inside $P-NODE,
-# output to $WORK/log/NAME.log, pid recorded in PIDS[NAME].
+# output to $WORK/log/NAME.log with each line stamped with the Unix time it
+# was written (see log_ms), pid recorded in PIDS[NAME].
 start_proc() {
 	local name=$1 node=$2
 	shift 2
-	ip netns exec "$P-$node" "$@" >>"$WORK/log/$name.log" 2>&1 </dev/null &
+	ip netns exec "$P-$node" "$@" > >(stamp_lines >>"$WORK/log/$name.log") 2>&1 </dev/null &
 	PIDS[$name]=$!
+}
+stamp_lines() {
+	local line
+	while IFS= read -r line || [ -n "$line" ]; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done
+}
+# log_ms NAME T0_MS ERE: milliseconds from T0_MS to the first line of NAME's
+# log written at or after T0_MS whose text (after the stamp) matches ERE;
+# empty if there is none. The timed steps read their signals this way, after
+# the fact, instead of polling: on a small, busy VM each poll forks curl or
+# ip, and pollers would slow down the very failover they measure.
+log_ms() {
+	RE=$3 awk -v t0="$2" '{
+		t = int($1 * 1000) - t0
+		line = $0; sub(/^[^ ]* /, "", line)
+	} t >= 0 && line ~ ENVIRON["RE"] { print t; exit }' "$WORK/log/$1.log" 2>/dev/null
 }
 
 # stop_proc NAME: SIGTERM the recorded pid, SIGKILL after 3 s; bounded.
@@ -49,7 +65,7 @@ stop_proc() {
 	kill -TERM "$pid" 2>/dev/null
 	for ((i = 0; i < 30; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
+		nap 0.1
 	done
 	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
@@ -59,43 +75,11 @@ stop_proc() {
 
 running() { local pid=${PIDS[$1]:-}; [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 
-# watch_first FILE T0_MS TIMEOUT_S CMD...: in the background, poll CMD every
-# 50 ms (bounded by count and by TIMEOUT_S) and write the milliseconds since
-# T0_MS at which it first succeeded to FILE. Each signal of a timed scenario
-# gets its own watcher, so one slow probe does not delay the reading of another.
-watch_first() {
-	local file=$1 t0=$2 timeout=$3
-	shift 3
-	rm -f "$file"
-	(
-		local i end=$(($(now_ms) + timeout * 1000))
-		for ((i = 0; i < timeout * 20; i++)); do
-			if "$@"; then
-				echo $(($(now_ms) - t0)) >"$file"
-				exit 0
-			fi
-			[ "$(now_ms)" -lt "$end" ] || exit 1
-			sleep 0.05
-		done
-	) &
-	LOOP_PIDS+=("$!")
-}
-# stop_watchers: give the watchers a moment to record a signal that turned
-# true together with the last one checked, then end them.
-stop_watchers() {
-	local pid i
-	for ((i = 0; i < 4; i++)); do
-		running_any "${LOOP_PIDS[@]}" || break
-		sleep 0.05
-	done
-	for pid in "${LOOP_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-	for pid in "${LOOP_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-	LOOP_PIDS=()
-}
-running_any() {
-	local pid
-	for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done
-	return 1
+# nap SECONDS: sleep without forking (a read that times out on a pipe nobody
+# writes to); forks cost tens of milliseconds of CPU on a small VM.
+nap() {
+	[ -n "${NAP_FD:-}" ] || exec {NAP_FD}<> <(:)
+	read -rt "$1" -u "$NAP_FD" || true
 }
 
 # wait_for DESC TIMEOUT_S STEP_S CMD...: poll CMD until it succeeds; at most
@@ -113,7 +97,7 @@ wait_for() {
 			return 0
 		fi
 		[ "$(now_ms)" -lt "$deadline" ] || break
-		sleep "$step"
+		nap "$step"
 	done
 	WAITED_MS=$(($(now_ms) - start))
 	WAIT_ERR="timed out after $(fmt_ms "$WAITED_MS") waiting for $desc"
@@ -191,18 +175,36 @@ generic_hex() {
 }
 # q_owner_types SECTION: "owner TYPE" per record (owners as printed, case kept).
 q_owners() { q_section "$1" | awk '{ print $1 " " $4 }'; }
-# user_set NODE SERVER NAME TYPE: sorted addresses, or "<status>" when none.
+# short_set NODE SERVER NAME TYPE: the answer's TYPE records sorted and space-separated,
+# "<STATUS/empty>" when there are none, "<no-reply>" when nothing answered.
 short_set() {
-	local node=$1 server=$2 name=$3 type=$4 out st
-	out=$(nsx "$node" dig +tries=1 +timeout=2 "@$server" "$name" "$type" 2>&1)
-	st=$(sed -n 's/.*status: \([A-Z]*\).*/\1/p' <<<"$out" | head -n1)
+	local node=$1 server=$2 name=$3 type=$4 out line st="" f=0 rr=() sorted=() x i
+	# One kdig and no other process: the timed steps call this in a loop, and
+	# every fork counts on a small VM (kdig also starts faster than dig).
+	out=$(nsx "$node" kdig +retry=0 +timeout=2 "@$server" "$name" "$type" 2>&1)
+	while IFS= read -r line; do
+		[[ -z $st && $line =~ status:\ ([A-Z]+) ]] && st=${BASH_REMATCH[1]}
+		if [[ $line == ";; ANSWER SECTION:" ]]; then f=1; continue; fi
+		[[ -z $line ]] && f=0
+		# shellcheck disable=SC2206
+		[[ $f == 1 ]] && x=($line) && [[ ${x[3]:-} == "$type" ]] && rr+=("${x[4]}")
+	done <<<"$out"
 	[ -n "$st" ] || {
 		echo "<no-reply>"
 		return
 	}
-	local rr
-	rr=$(awk -v t="$type" '/^;; ANSWER SECTION:$/ { f = 1; next } /^$/ { f = 0 } f && $4 == t { print $5 }' <<<"$out" | sort | tr '\n' ' ')
-	if [ -n "$rr" ]; then echo "${rr% }"; else echo "<$st/empty>"; fi
+	[ ${#rr[@]} -gt 0 ] || {
+		echo "<$st/empty>"
+		return
+	}
+	for x in "${rr[@]}"; do # insertion sort: a handful of addresses
+		for ((i = ${#sorted[@]}; i > 0; i--)); do
+			[[ ${sorted[i - 1]} > $x ]] || break
+			sorted[i]=${sorted[i - 1]}
+		done
+		sorted[i]=$x
+	done
+	echo "${sorted[*]}"
 }
 
 # ---------------------------------------------------------------- encoding

@@ -23,7 +23,8 @@
 #
 # Output: "PASS step" / "FAIL step: reason" per step with indented details,
 # then "N passed, M failed". Exit status 0 only if every step passed. The work
-# dir is kept automatically when a step fails.
+# dir is kept automatically when a step fails; every line in its log/ starts with
+# the Unix time it was written, which is how the timed steps read their signals.
 #
 # Teardown (trap on EXIT, INT, TERM): kills every process it started (by pid,
 # and whatever still runs inside its namespaces), deletes its namespaces (and

@@ -211,51 +211,52 @@ relay_up_value() { metric_value "$1" coredns_amtrelay_relay_up "relay=\"$2\""; }
 step_failover() {
 	wait_baseline || return 1
 	# fails x interval (+ one probe timeout) is the plugin's own bound; the extra second covers the
-	# watchers' sampling and the timer lag of shared VMs (CI runners see 10-20% CPU steal, and a
-	# sleeping process there can wake several hundred milliseconds late).
+	# timer lag of shared VMs (CI runners see 10-20% CPU steal, and a sleeping process there can
+	# wake several hundred milliseconds late).
 	local limit_down=$((HC_FAILS * HC_INTERVAL * 1000 + HC_TIMEOUT_MS + 1000))
 	local limit=$(((HC_FAILS * HC_INTERVAL + ANSWER_TTL + 3) * 1000))
-	local t0 t t_down t_503 t_route t_user="" i answers="" a last=""
+	local t0 t t_down t_withdrawn t_route t_user="" i answers="" a last=""
+	local r relays_n2=(r2a r2b r2v6 r2name)
 	t0=$(now_ms)
 	stop_relays n2
-	local r relays_n2=(r2a r2b r2v6 r2name)
-	for r in "${relays_n2[@]}"; do
-		watch_first "$WORK/run/t-down-$r" "$t0" 20 eval "[ \"\$(relay_up_value n2 $r)\" = 0 ]"
-	done
-	watch_first "$WORK/run/t-503" "$t0" 20 eval '[ "$(ready_code n2)" = 503 ]'
-	watch_first "$WORK/run/t-route" "$t0" 20 eval '[ "$(anycast_via)" = n1 ]'
-	# The user's lookups, until they return net1's relays.
+	# The user's lookups, until they return net1's relays. The other signals
+	# are read from the stamped logs afterwards.
 	for ((i = 0; i < 200; i++)); do
-		t=$(($(now_ms) - t0))
 		a=$(user_a)
+		t=$(($(now_ms) - t0))
 		[ "$a" != "$last" ] && answers+=" $(fmt_ms "$t"):[$a]" && last=$a
 		if [ "$a" = "$N1_SET" ]; then
-			t_user=$(($(now_ms) - t0))
+			t_user=$t
 			break
 		fi
 		[ "$t" -lt 20000 ] || break
-		sleep 0.05
+		nap 0.05
 	done
-	stop_watchers
 	# The plugin is down when its last relay is.
-	local per_relay=""
+	local per_relay="" still_up=""
 	t_down=0
 	for r in "${relays_n2[@]}"; do
-		t=$(cat "$WORK/run/t-down-$r" 2>/dev/null)
+		t=$(log_ms dns-n2 "$t0" "plugin/amtrelay: relay $r [^ ]+ down:")
 		per_relay+=" $r ${t:+$(fmt_ms "$t")}"
 		if [ -z "$t" ]; then t_down=""; elif [ -n "$t_down" ] && [ "$t" -gt "$t_down" ]; then t_down=$t; fi
+		[ "$(relay_up_value n2 "$r")" = 0 ] || still_up+=" $r"
 	done
+	t_withdrawn=$(log_ms route-control "$t0" "withdrew $ANYCAST/32")
+	t_route=$(log_ms routes-ix "$t0" "^$ANYCAST via 100\\.64\\.101\\.2 ")
 	note "relays down at:$per_relay"
-	t_503=$(cat "$WORK/run/t-503" 2>/dev/null) t_route=$(cat "$WORK/run/t-route" 2>/dev/null)
-	note "relay responders stopped at t=0; user answers:$answers"
-	note "plugin down ${t_down:+at $(fmt_ms "$t_down")}, /ready 503 ${t_503:+at $(fmt_ms "$t_503")}, anycast via net1 ${t_route:+at $(fmt_ms "$t_route")}"
+	note "relay responders stopped at t=0; user answers (time of reply):$answers"
+	note "plugin down ${t_down:+at $(fmt_ms "$t_down")}, route-control withdrew ${t_withdrawn:+at $(fmt_ms "$t_withdrawn")}, ix routes anycast to net1 ${t_route:+at $(fmt_ms "$t_route")}"
 	if [ -n "$t_user" ]; then
 		say "    failover time (relay stop -> first net1 answer at the user): $(fmt_ms "$t_user") (limit fails*interval+ttl+3s = $(fmt_ms "$limit"))"
 	fi
-	if [ -n "$t_down" ] && [ "$t_down" -le "$limit_down" ]; then ok "plugin marked all of net2's relays down in $(fmt_ms "$t_down") (<= fails*interval+timeout)"
+	if [ -n "$still_up" ]; then bad "relay_up still 1 for:$still_up"
+	elif [ -n "$t_down" ] && [ "$t_down" -le "$limit_down" ]; then ok "plugin marked all of net2's relays down in $(fmt_ms "$t_down") (<= fails*interval+timeout)"
 	else bad "plugin did not mark all of net2's relays down within $(fmt_ms "$limit_down")"; fi
-	[ -n "$t_503" ] && ok "net2 /ready turned 503" || bad "net2 /ready never turned 503 (code $(ready_code n2))"
-	[ -n "$t_route" ] && ok "route-control withdrew net2's anycast; ix routes $ANYCAST to net1" || bad "anycast still routed to $(anycast_via)"
+	local code
+	code=$(ready_code n2)
+	[ "$code" = 503 ] && ok "net2 /ready is 503" || bad "net2 /ready is $code, not 503"
+	[ -n "$t_withdrawn" ] && [ "$(anycast_via)" = n1 ] && ok "route-control withdrew net2's anycast; ix routes $ANYCAST to net1" ||
+		bad "anycast routed to $(anycast_via) (route-control ${t_withdrawn:+withdrew}${t_withdrawn:-did not withdraw})"
 	if [ -z "$t_user" ]; then bad "the user never got net1's relays (last answer $last)"
 	elif [ "$t_user" -gt "$limit" ]; then bad "failover took $(fmt_ms "$t_user") > $(fmt_ms "$limit")"
 	else ok "the user's lookups return net1's relays ($N1_SET)"; fi
@@ -278,35 +279,36 @@ step_recovery() {
 	# No limit is given for recovery; allow the same budget as failover plus
 	# route-control's own rises (RC_RISES polls) and 2 s of slack.
 	local limit=$(((HC_RISES * HC_INTERVAL + ANSWER_TTL + 3 + 2) * 1000 + $(awk -v r="$RC_RISES" -v i="$RC_INTERVAL" 'BEGIN { printf "%d", r * i * 1000 }')))
-	local t0 t t_up t_200 t_route t_user="" i answers="" a last=""
+	local t0 t t_up t_announced t_route t_user="" i answers="" a last=""
 	t0=$(now_ms)
 	start_relays n2
-	watch_first "$WORK/run/t-up" "$t0" 20 eval '[ "$(relay_up_value n2 r2a)" = 1 ]'
-	watch_first "$WORK/run/t-200" "$t0" 20 eval '[ "$(ready_code n2)" = 200 ]'
-	watch_first "$WORK/run/t-route" "$t0" 20 eval '[ "$(anycast_via)" = n2 ]'
 	for ((i = 0; i < 200; i++)); do
-		t=$(($(now_ms) - t0))
 		a=$(user_a)
+		t=$(($(now_ms) - t0))
 		[ "$a" != "$last" ] && answers+=" $(fmt_ms "$t"):[$a]" && last=$a
 		if [ "$a" = "$N2_SET" ]; then
-			t_user=$(($(now_ms) - t0))
+			t_user=$t
 			break
 		fi
 		[ "$t" -lt 20000 ] || break
-		sleep 0.05
+		nap 0.05
 	done
-	stop_watchers
-	t_up=$(cat "$WORK/run/t-up" 2>/dev/null) t_200=$(cat "$WORK/run/t-200" 2>/dev/null) t_route=$(cat "$WORK/run/t-route" 2>/dev/null)
-	note "relay responders restarted at t=0; user answers:$answers"
-	note "plugin up ${t_up:+at $(fmt_ms "$t_up")}, /ready 200 ${t_200:+at $(fmt_ms "$t_200")}, anycast via net2 ${t_route:+at $(fmt_ms "$t_route")}"
+	t_up=$(log_ms dns-n2 "$t0" "plugin/amtrelay: relay r2a [^ ]+ up:")
+	t_announced=$(log_ms route-control "$t0" "announced $ANYCAST/32")
+	t_route=$(log_ms routes-ix "$t0" "^$ANYCAST via 100\\.64\\.102\\.2 ")
+	note "relay responders restarted at t=0; user answers (time of reply):$answers"
+	note "plugin up ${t_up:+at $(fmt_ms "$t_up")}, route-control announced ${t_announced:+at $(fmt_ms "$t_announced")}, ix routes anycast to net2 ${t_route:+at $(fmt_ms "$t_route")}"
 	[ -n "$t_user" ] && say "    recovery time (relay start -> first net2 answer at the user): $(fmt_ms "$t_user") (limit $(fmt_ms "$limit"))"
 	# rises=2 needs two successful probes, one interval apart.
 	local min_up=$(((HC_RISES - 1) * HC_INTERVAL * 1000 - 300))
 	if [ -z "$t_up" ]; then bad "plugin never marked r2a up again"
 	elif [ "$t_up" -lt "$min_up" ]; then bad "r2a up after $(fmt_ms "$t_up"): sooner than rises=$HC_RISES probes allow"
 	else ok "plugin marked net2's relays up after $(fmt_ms "$t_up") (rises $HC_RISES x ${HC_INTERVAL}s)"; fi
-	[ -n "$t_200" ] && ok "net2 /ready back to 200" || bad "net2 /ready not 200 (code $(ready_code n2))"
-	[ -n "$t_route" ] && ok "route-control re-announced net2's anycast" || bad "anycast routed to $(anycast_via), not net2"
+	local code
+	code=$(ready_code n2)
+	[ "$code" = 200 ] && ok "net2 /ready back to 200" || bad "net2 /ready is $code, not 200"
+	[ -n "$t_announced" ] && [ "$(anycast_via)" = n2 ] && ok "route-control re-announced net2's anycast" ||
+		bad "anycast routed to $(anycast_via), not net2 (route-control ${t_announced:+announced}${t_announced:-did not announce})"
 	if [ -z "$t_user" ]; then bad "the user never got net2's relays back (last $last)"
 	elif [ "$t_user" -gt "$limit" ]; then bad "recovery took $(fmt_ms "$t_user") > $(fmt_ms "$limit")"
 	else ok "the user's lookups return net2's relays again ($N2_SET)"; fi
@@ -333,7 +335,7 @@ query_loop() {
 				if (st == "NOERROR" && !empty) good++; else why = why " " st (empty ? "/empty" : "") }
 			END { print "ok " good + 0 " " t
 				if (n - good > 0) print "fail " n - good " at " t ":" why (n > replies ? " " n - replies "x no-reply" : "") }'
-		sleep 0.05
+		nap 0.05
 	done >"$WORK/run/loop-$name"
 }
 # loops_past T: both query loops have a batch that started after T (ms).

@@ -46,8 +46,10 @@ N2_RELAY_V6=2001:db8:2::21
 N2_RELAY_NAME=relay.net2.e2e.
 N2_RELAY_NAME_PROBE=203.0.113.23
 
-# Plugin timing used by the test Corefiles; the scenarios' limits derive from these.
-HC_INTERVAL=1 HC_TIMEOUT_MS=500 HC_FAILS=2 HC_RISES=2 ANSWER_TTL=2
+# Plugin timing used by the test Corefiles; the scenarios' limits derive from these. The probe
+# timeout is long because a stopped responder is refused at once anyway, while on a loaded 2-CPU
+# VM a running one can take over half a second to be scheduled and reply.
+HC_INTERVAL=1 HC_TIMEOUT_MS=900 HC_FAILS=2 HC_RISES=2 ANSWER_TTL=2
 # Route-control polling in net2.
 RC_INTERVAL=0.25 RC_FAILS=2 RC_RISES=2
 
@@ -183,7 +185,7 @@ bgp_established() { # all three sessions at ix
 # anycast_via: which network ix forwards the anycast address to (n1, n2 or none).
 anycast_via() {
 	local r
-	r=$(nsx ix ip -4 route show "$ANYCAST/32" 2>/dev/null)
+	r=$(ip -n "$P-ix" -4 route show "$ANYCAST/32" 2>/dev/null)
 	case $r in
 	*"via 100.64.101.2"*) echo n1 ;;
 	*"via 100.64.102.2"*) echo n2 ;;
@@ -426,7 +428,7 @@ start_route_control() {
 	# suite were killed with SIGKILL before its teardown.
 	running route-control || start_proc route-control n2 sh "$ROOT/contrib/amt-route-control.sh" \
 		-u http://127.0.0.1:8181/ready -a "$ANYCAST/32" -d lo \
-		-i "$RC_INTERVAL" -t 0.4 -f "$RC_FAILS" -r "$RC_RISES" -n 2400
+		-i "$RC_INTERVAL" -t 1 -f "$RC_FAILS" -r "$RC_RISES" -n 2400
 }
 
 start_dns() {
@@ -448,6 +450,8 @@ setup_topology() {
 	}
 	ok "namespaces ${NODES[*]/#/$P-} with veth links, ip_forward=1, rp_filter=0"
 	start_bird
+	# Stamped like every log: the timed steps read when ix switched the anycast route.
+	start_proc routes-ix ix ip monitor route
 	write_zones
 	write_corefiles
 	write_unbound_conf
