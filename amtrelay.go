@@ -105,51 +105,15 @@ func (a *AMTRelay) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 // matchZone returns the longest of zones that qname is in or below, or "" if none; the same as
 // plugin.Zones.Matches, which it replaces on the query path because dns.IsSubDomain splits both
 // names into label offsets on every call (8 allocations for an in-addr.arpa name, 12 for ip6.arpa).
-// It compares qname's tail with each zone ignoring ASCII letter case (as miekg/dns does), and checks
-// that the tail starts on a label boundary: after an unescaped dot. zones are lower-case FQDNs, as
-// setup keeps them.
+// zones are lower-case FQDNs, as setup keeps them.
 func matchZone(zones []string, qname string) string {
 	best := ""
 	for _, z := range zones {
-		if len(z) <= len(best) || !hasLowerSuffixFold(qname, z) {
-			continue
-		}
-		if z == "." || len(qname) == len(z) {
-			best = z
-			continue
-		}
-		i := len(qname) - len(z) - 1
-		if qname[i] != '.' {
-			continue
-		}
-		backslashes := 0
-		for j := i - 1; j >= 0 && qname[j] == '\\'; j-- {
-			backslashes++
-		}
-		if backslashes%2 == 0 {
+		if len(z) > len(best) && revname.InZone(qname, z) {
 			best = z
 		}
 	}
 	return best
-}
-
-// hasLowerSuffixFold reports whether s ends in suffix, a lower-case string, with s's ASCII letters
-// compared case-insensitively.
-func hasLowerSuffixFold(s, suffix string) bool {
-	if len(s) < len(suffix) {
-		return false
-	}
-	s = s[len(s)-len(suffix):]
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != suffix[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // classify finds where qname sits relative to the source it names. apex is the part of qname that

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/coredns/coredns/plugin"
-	"github.com/miekg/dns"
 )
 
 var testZones = []string{"in-addr.arpa.", "ip6.arpa.", "100.51.198.in-addr.arpa."}
@@ -39,28 +38,4 @@ func TestMatchZone(t *testing.T) {
 			t.Errorf("plugin.Zones(%v).Matches(%q) = %q; the case expects %q", tc.zones, tc.qname, got, tc.want)
 		}
 	}
-}
-
-// FuzzMatchZone checks matchZone against plugin.Zones.Matches, which it replaces, for any name
-// miekg/dns would accept as a question name.
-func FuzzMatchZone(f *testing.F) {
-	for _, s := range []string{
-		"amt.12.100.51.198.in-addr.arpa.", "AmT.1.0.0.2.IP6.arpa.", `a\.in-addr.arpa.`, `a\\.in-addr.arpa.`,
-		`\065.in-addr.arpa.`, "in-addr.arpa.", ".", "xin-addr.arpa.", "a.b.c.",
-	} {
-		f.Add(s)
-	}
-	zones := append([]string{"."}, testZones...)
-	f.Fuzz(func(t *testing.T, qname string) {
-		qname = dns.Fqdn(qname)
-		if _, ok := dns.IsDomainName(qname); !ok {
-			return
-		}
-		for n := 1; n <= len(zones); n++ {
-			zs := zones[len(zones)-n:] // with and without the root zone
-			if got, want := matchZone(zs, qname), plugin.Zones(zs).Matches(qname); got != want {
-				t.Fatalf("matchZone(%v, %q) = %q, plugin.Zones.Matches says %q", zs, qname, got, want)
-			}
-		}
-	})
 }

@@ -176,6 +176,20 @@ func nibble(c byte) (byte, bool) {
 	return 0, false
 }
 
+// InZone reports whether name is zone or below it: what dns.IsSubDomain(zone, name) answers, without
+// allocating. zone must be a lower-case FQDN; name's ASCII letters compare in either case, and the
+// part of name before zone must end on an unescaped dot.
+func InZone(name, zone string) bool {
+	if !hasSuffixFold(name, zone) {
+		return false
+	}
+	if zone == "." || len(name) == len(zone) {
+		return true
+	}
+	sep := len(name) - len(zone) - 1
+	return name[sep] == '.' && !escaped(name, sep)
+}
+
 // hasSuffixFold compares ASCII only: strings.EqualFold would also fold
 // non-ASCII runes (the Kelvin sign matches "k"), which DNS does not.
 func hasSuffixFold(s, suffix string) bool {

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/miekg/dns"
 )
 
 // nibbles returns the 32 nibble labels of addr in reverse-name order, joined
@@ -259,4 +261,27 @@ func BenchmarkReverse(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzInZone checks InZone against dns.IsSubDomain, which it stands in for on the query path, for
+// any name miekg/dns accepts and a few zones, the root included.
+func FuzzInZone(f *testing.F) {
+	for _, s := range []string{
+		"amt.12.100.51.198.in-addr.arpa.", "AmT.1.0.0.2.IP6.arpa.", `a\.in-addr.arpa.`, `a\\.in-addr.arpa.`,
+		`a\\\.in-addr.arpa.`, `\065.in-addr.arpa.`, "in-addr.arpa.", ".", "xin-addr.arpa.", "x.in-addr\\.arpa.",
+	} {
+		f.Add(s)
+	}
+	zones := []string{".", "arpa.", "in-addr.arpa.", "ip6.arpa.", "100.51.198.in-addr.arpa."}
+	f.Fuzz(func(t *testing.T, name string) {
+		name = dns.Fqdn(name)
+		if _, ok := dns.IsDomainName(name); !ok {
+			return
+		}
+		for _, z := range zones {
+			if got, want := InZone(name, z), dns.IsSubDomain(z, name); got != want {
+				t.Fatalf("InZone(%q, %q) = %v, dns.IsSubDomain says %v", name, z, got, want)
+			}
+		}
+	})
 }
