@@ -263,8 +263,10 @@ step_failover() {
 	else bad "plugin did not mark all of net2's relays down within $(fmt_ms "$limit_down")"; fi
 	wait_for "net2 /ready 503" 5 0.2 eval '[ "$(ready_code n2)" = 503 ]' && ok "net2 /ready is 503" ||
 		bad "$WAIT_ERR (code $(ready_code n2))"
+	local rc_said="did not withdraw"
+	[ -z "$t_withdrawn" ] || rc_said="withdrew at $(fmt_ms "$t_withdrawn")"
 	[ -n "$t_withdrawn" ] && [ "$(anycast_via)" = n1 ] && ok "route-control withdrew net2's anycast; ix routes $ANYCAST to net1" ||
-		bad "anycast routed to $(anycast_via) (route-control ${t_withdrawn:+withdrew}${t_withdrawn:-did not withdraw})"
+		bad "anycast routed to $(anycast_via) (route-control $rc_said)"
 	if [ -z "$t_user" ]; then bad "the user never got net1's relays (last answer $last)"
 	elif [ "$t_user" -gt "$limit" ]; then bad "failover took $(fmt_ms "$t_user") > $(fmt_ms "$limit")"
 	else ok "the user's lookups return net1's relays ($N1_SET)"; fi
@@ -313,8 +315,10 @@ step_recovery() {
 	elif [ "$t_up" -lt "$min_up" ]; then bad "r2a up after $(fmt_ms "$t_up"): sooner than rises=$HC_RISES probes allow"
 	else ok "plugin marked net2's relays up after $(fmt_ms "$t_up") (rises $HC_RISES x ${HC_INTERVAL}s)"; fi
 	wait_for "net2 /ready 200" 5 0.2 is_ready n2 && ok "net2 /ready back to 200" || bad "$WAIT_ERR (code $(ready_code n2))"
+	local rc_said="did not announce"
+	[ -z "$t_announced" ] || rc_said="announced at $(fmt_ms "$t_announced")"
 	[ -n "$t_announced" ] && [ "$(anycast_via)" = n2 ] && ok "route-control re-announced net2's anycast" ||
-		bad "anycast routed to $(anycast_via), not net2 (route-control ${t_announced:+announced}${t_announced:-did not announce})"
+		bad "anycast routed to $(anycast_via), not net2 (route-control $rc_said)"
 	if [ -z "$t_user" ]; then bad "the user never got net2's relays back (last $last)"
 	elif [ "$t_user" -gt "$limit" ]; then bad "recovery took $(fmt_ms "$t_user") > $(fmt_ms "$limit")"
 	else ok "the user's lookups return net2's relays again ($N2_SET)"; fi
