@@ -93,7 +93,11 @@ func buildSpreadTable(v6 bool, n int) *table.Table {
 			panic(err)
 		}
 	}
-	return b.Build()
+	t, err := b.Build()
+	if err != nil {
+		panic(err)
+	}
+	return t
 }
 
 // spreadTable returns the table of n prefixes of one family. It keeps the last table built and

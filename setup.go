@@ -247,9 +247,11 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 		}
 		st.inline = append(st.inline, inlineSource{prefix: s.prefix, relays: ids, origin: origin})
 	}
-	t := b.Build()
+	t, err := b.Build()
+	if dup := (*table.DuplicateError)(nil); errors.As(err, &dup) {
+		return nil, lineErr(dup.Dup.File, dup.Dup.Line, "source %v", err)
+	}
 	if file.path != "" {
-		var err error
 		if t, err = st.load(context.Background()); err != nil {
 			return nil, lineErr(file.corefile, file.line, "sources: %v", err)
 		}

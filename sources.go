@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"strings"
@@ -90,7 +90,7 @@ func (s *sourceTable) load(ctx context.Context) (*table.Table, error) {
 		return nil, err
 	}
 	defer f.Close()
-	r := &watchedReader{ctx: ctx, r: f}
+	r := &watchedReader{ctx: ctx, f: f}
 	b, err := table.ParseFile(r, s.file, s.resolve)
 	if err != nil {
 		return nil, err
@@ -104,8 +104,12 @@ func (s *sourceTable) load(ctx context.Context) (*table.Table, error) {
 			return nil, &table.LineError{At: in.origin, Err: err}
 		}
 	}
+	t, err := b.BuildFrom(s.current.Load())
+	if err != nil {
+		return nil, err // cannot happen: ParseFile reported the duplicates
+	}
 	s.stampLoaded = true
-	return b.Build(), nil
+	return t, nil
 }
 
 // watchedReader ends a parse when the watcher stops, so that shutting down does not wait for a
@@ -113,15 +117,18 @@ func (s *sourceTable) load(ctx context.Context) (*table.Table, error) {
 // of comments only.
 type watchedReader struct {
 	ctx context.Context
-	r   io.Reader
+	f   *os.File
 	n   int64
 }
+
+// Stat lets table.ParseFile size its entry list from the file's size.
+func (w *watchedReader) Stat() (fs.FileInfo, error) { return w.f.Stat() }
 
 func (w *watchedReader) Read(p []byte) (int, error) {
 	if err := w.ctx.Err(); err != nil {
 		return 0, err
 	}
-	n, err := w.r.Read(p)
+	n, err := w.f.Read(p)
 	w.n += int64(n)
 	return n, err
 }

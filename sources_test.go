@@ -486,5 +486,9 @@ func tableWith(t *testing.T, n int) *table.Table {
 			t.Fatal(err)
 		}
 	}
-	return b.Build()
+	tab, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
 }

@@ -208,7 +208,11 @@ func buildFrom(tb testing.TB, entries []genEntry) *Table {
 			tb.Fatal(err)
 		}
 	}
-	return b.Build()
+	t, err := b.Build()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
 }
 
 var bigTables = sync.OnceValues(func() (v4, v6 *Table) {
@@ -320,13 +324,15 @@ func BenchmarkBuild1M(b *testing.B) {
 }
 
 // writeSourcesFile writes the 1M IPv4 + 200k IPv6 line file the load
-// target refers to, in the shape a generator would produce.
-func writeSourcesFile(tb testing.TB, dir string, sorted bool) (string, map[string]int) {
+// target refers to, in the shape a generator would produce. changed lines,
+// spread evenly over the file, get another relay set: the next version of
+// the file, for a reload.
+func writeSourcesFile(tb testing.TB, dir string, sorted bool, changed int) (string, map[string]int) {
 	e4, e6 := sortedData()
 	if !sorted {
 		e4, e6 = bigData()
 	}
-	path := filepath.Join(dir, "sources.txt")
+	path := filepath.Join(dir, fmt.Sprintf("sources-%d.txt", changed))
 	f, err := os.Create(path)
 	if err != nil {
 		tb.Fatal(err)
@@ -337,11 +343,16 @@ func writeSourcesFile(tb testing.TB, dir string, sorted bool) (string, map[strin
 		names[i] = fmt.Sprintf("relay%d relay%d relay%d", s[0], s[1], s[2])
 	}
 	fmt.Fprintln(w, "# generated benchmark sources file")
-	for _, e := range e4[:fileV4] {
-		fmt.Fprintf(w, "%s %s\n", e.prefix(), names[e.set])
+	every := math.MaxInt
+	if changed > 0 {
+		every = (fileV4 + fileV6) / changed
 	}
-	for _, e := range e6[:fileV6] {
-		fmt.Fprintf(w, "%s %s\n", e.prefix(), names[e.set])
+	for i, e := range slices.Concat(e4[:fileV4], e6[:fileV6]) {
+		set := e.set
+		if i%every == every-1 {
+			set = (set + 1) % numSets
+		}
+		fmt.Fprintf(w, "%s %s\n", e.prefix(), names[set])
 	}
 	if err := w.Flush(); err != nil {
 		tb.Fatal(err)
@@ -364,7 +375,7 @@ func BenchmarkParseFile(b *testing.B) {
 		if !sorted {
 			order = "random"
 		}
-		path, relays := writeSourcesFile(b, b.TempDir(), sorted)
+		path, relays := writeSourcesFile(b, b.TempDir(), sorted, 0)
 		resolve := func(n string) (int, bool) { i, ok := relays[n]; return i, ok }
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -391,7 +402,10 @@ func BenchmarkParseFile(b *testing.B) {
 						b.Fatal(err)
 					}
 					if withBuild {
-						t := bld.Build()
+						t, err := bld.Build()
+						if err != nil {
+							b.Fatal(err)
+						}
 						if t.Len4() != fileV4 || t.Len6() != fileV6 {
 							b.Fatalf("Loaded %d + %d prefixes", t.Len4(), t.Len6())
 						}
@@ -442,4 +456,55 @@ func BenchmarkBartVariant(b *testing.B) {
 		loopTimed(b, func(i int) { t.Contains(addrs[i&mask]) })
 		b.ReportMetric(perPrefix, "B/prefix")
 	})
+}
+
+// BenchmarkReload is the reload path of the plugin: ParseFile of the
+// 1.2M-line file and BuildFrom the table of the version before, which
+// differs in `changed` lines. "rebuild" is the same file built without
+// the previous table, a whole new trie.
+func BenchmarkReload(b *testing.B) {
+	dir := b.TempDir()
+	base, relays := writeSourcesFile(b, dir, true, 0)
+	resolve := func(n string) (int, bool) { i, ok := relays[n]; return i, ok }
+	load := func(b *testing.B, path string, prev *Table) *Table {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		bld, err := ParseFile(f, path, resolve)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t, err := bld.BuildFrom(prev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return t
+	}
+	prev := load(b, base, nil)
+	for _, changed := range []int{0, 1_000, (fileV4 + fileV6) / maxUpdateShare, -1} {
+		name := fmt.Sprintf("changed=%d", changed)
+		path := base
+		if changed > 0 {
+			path, _ = writeSourcesFile(b, dir, true, changed)
+		}
+		from := prev
+		if changed < 0 {
+			name, from = "rebuild", nil
+		}
+		b.Run(name, func(b *testing.B) {
+			heapAfterGC()
+			var cpu time.Duration
+			for b.Loop() {
+				c0 := cpuTime()
+				t := load(b, path, from)
+				cpu += cpuTime() - c0
+				if t.Len4() != fileV4 || t.Len6() != fileV6 {
+					b.Fatalf("Loaded %d + %d prefixes", t.Len4(), t.Len6())
+				}
+			}
+			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+		})
+	}
 }

@@ -1,10 +1,12 @@
 package table
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"slices"
 	"strings"
 )
 
@@ -12,6 +14,10 @@ import (
 // Real lines are a prefix and a few relay names; anything much longer is a
 // corrupt or wrong file, and a bound keeps memory use predictable.
 const MaxLineLen = 4096
+
+// typicalLineLen is about the length of a line with a prefix and a relay
+// or two, for estimating a file's lines from its size.
+const typicalLineLen = 32
 
 // maxReported caps the errors ParseFile collects: enough to fix a batch of
 // mistakes per round, few enough to fit in a log line.
@@ -43,51 +49,72 @@ func (e *LineError) Unwrap() error { return e.Err }
 // after a complete relay name is still valid. Writers should replace the
 // file by rename.
 func ParseFile(r io.Reader, name string, resolve func(relay string) (int, bool)) (*Builder, error) {
-	fp := fileParser{b: NewBuilder(), name: name, resolve: resolve}
-	br := bufio.NewReaderSize(r, 64<<10)
-
-	var (
-		errs    []error
-		dropped int
-	)
-	report := func(line int, err error) {
-		if len(errs) < maxReported {
-			errs = append(errs, &LineError{At: Origin{File: name, Line: line}, Err: err})
-		} else {
-			dropped++
+	fp := fileParser{b: NewBuilder(), name: name, resolve: resolve, setOf: make(map[string]uint32)}
+	if f, ok := r.(interface{ Stat() (fs.FileInfo, error) }); ok {
+		// Knowing the size of the file, size the entry list once rather
+		// than copy it over and over as a million lines arrive.
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			fp.b.entries = make([]entry, 0, min(fi.Size()/typicalLineLen, 1<<22))
 		}
 	}
+	lr := lineReader{r: r}
 
+	var (
+		errs    []*LineError // in line order
+		dropped int
+	)
 	for lineNo := 1; ; lineNo++ {
-		raw, tooLong, err := readLine(br)
-		if err != nil && err != io.EOF {
-			report(lineNo, fmt.Errorf("read: %w", err))
+		raw, tooLong, err := lr.next()
+		if err == io.EOF {
 			break
 		}
-		if err == io.EOF && raw == "" && !tooLong {
+		if err != nil {
+			errs = append(errs, &LineError{At: Origin{File: name, Line: lineNo}, Err: fmt.Errorf("read: %w", err)})
 			break
 		}
 		if lineNo == 1 {
 			// Some Windows editors start UTF-8 files with a byte order mark.
 			raw = strings.TrimPrefix(raw, "\uFEFF")
 		}
+		var perr error
 		if tooLong {
-			report(lineNo, fmt.Errorf("line longer than %d bytes", MaxLineLen))
-		} else if perr := fp.line(raw, lineNo); perr != nil {
-			report(lineNo, perr)
+			perr = fmt.Errorf("line longer than %d bytes", MaxLineLen)
+		} else {
+			perr = fp.line(raw, lineNo)
 		}
-		if err == io.EOF {
-			break
+		if perr == nil {
+			continue
+		}
+		if len(errs) < maxReported {
+			errs = append(errs, &LineError{At: Origin{File: name, Line: lineNo}, Err: perr})
+		} else {
+			dropped++
 		}
 	}
 
-	if len(errs) > 0 {
-		if dropped > 0 {
-			errs = append(errs, fmt.Errorf("%s: %d more errors not shown", name, dropped))
-		}
-		return nil, errors.Join(errs...)
+	// Duplicates show only once the whole file is sorted; they join the
+	// other errors in line order.
+	dups, total := fp.b.duplicates(maxReported)
+	dropped += total - len(dups)
+	for _, d := range dups {
+		errs = append(errs, &LineError{At: d.Dup, Err: d})
 	}
-	return fp.b, nil
+	if len(errs) == 0 {
+		return fp.b, nil
+	}
+	slices.SortStableFunc(errs, func(a, b *LineError) int { return a.At.Line - b.At.Line })
+	if len(errs) > maxReported {
+		dropped += len(errs) - maxReported
+		errs = errs[:maxReported]
+	}
+	joined := make([]error, 0, len(errs)+1)
+	for _, e := range errs {
+		joined = append(joined, e)
+	}
+	if dropped > 0 {
+		joined = append(joined, fmt.Errorf("%s: %d more errors not shown", name, dropped))
+	}
+	return nil, errors.Join(joined...)
 }
 
 // fileParser keeps ParseFile's buffers between lines, so that a valid line
@@ -100,12 +127,14 @@ type fileParser struct {
 	spans  []span
 	relays []int
 
-	// Generated files repeat the same relay list on most lines;
-	// remembering the last one skips resolving and interning it again.
-	lastRelays string
-	lastSet    uint32
-	haveLast   bool
+	// Files repeat a few relay lists on a million lines; remembering the
+	// set of each list text skips resolving and interning it again.
+	setOf map[string]uint32
 }
+
+// maxCachedLists bounds setOf, for files where every line has a list of
+// its own.
+const maxCachedLists = 4096
 
 func (fp *fileParser) line(raw string, lineNo int) error {
 	sp, err := tokenize(raw, fp.spans[:0])
@@ -126,8 +155,8 @@ func (fp *fileParser) line(raw string, lineNo int) error {
 	}
 
 	names := raw[sp[1].start:sp[len(sp)-1].end]
-	set := fp.lastSet
-	if !fp.haveLast || names != fp.lastRelays {
+	set, ok := fp.setOf[names]
+	if !ok {
 		rs := fp.relays[:0]
 		for _, s := range sp[1:] {
 			n := raw[s.start:s.end]
@@ -143,50 +172,96 @@ func (fp *fileParser) line(raw string, lineNo int) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		fp.lastRelays, fp.lastSet, fp.haveLast = names, set, true
+		if len(fp.setOf) < maxCachedLists {
+			fp.setOf[strings.Clone(names)] = set
+		}
 	}
 	return fp.b.put(p, set, Origin{File: fp.name, Line: lineNo}, false)
 }
 
-// readLine returns the next line without its "\n". A line longer than
-// MaxLineLen is consumed to its end and reported with tooLong set, so the
-// caller can go on with the next line.
-func readLine(br *bufio.Reader) (line string, tooLong bool, err error) {
-	var buf []byte
-	n := 0
+// lineReader splits a file into lines. It converts the file to strings a
+// block at a time, and lines are substrings of their block: a million-line
+// file costs a few hundred allocations instead of a million.
+type lineReader struct {
+	r     io.Reader
+	block string // whole lines not yet returned, each ending in "\n"
+	buf   []byte // bytes read after the last "\n"
+	err   error  // from r, once block and buf are used up
+	long  bool   // an over-long line follows the lines of block
+	skip  bool   // the head of buf is the rest of that line
+}
+
+// readSize is what lineReader reads at a time. Its blocks stay well below
+// 32 KiB, the size past which Go allocates each object on fresh pages of
+// its own, and above MaxLineLen, so that a line fits in one.
+const readSize = 8 << 10
+
+// next returns the next line without its "\n", or io.EOF after the last
+// one. A line longer than MaxLineLen (a "\r" before the "\n" aside) is
+// reported with tooLong set and its text left out, and the next call goes on
+// with the line after it.
+func (lr *lineReader) next() (line string, tooLong bool, err error) {
 	for {
-		chunk, err := br.ReadSlice('\n')
-		n += len(chunk)
-		if !tooLong {
-			if n > MaxLineLen+2 { // room for "\r\n"
-				tooLong = true
-				buf = nil
-			} else if buf == nil && err != bufio.ErrBufferFull {
-				// The usual case: the whole line in one chunk.
-				return string(chunk[:len(chunk)-trailingNL(chunk)]), false, err
-			} else {
-				buf = append(buf, chunk...)
+		if i := strings.IndexByte(lr.block, '\n'); i >= 0 {
+			line, lr.block = lr.block[:i], lr.block[i+1:]
+			if len(line) > MaxLineLen+1 {
+				return "", true, nil
 			}
+			return line, false, nil
 		}
-		switch err {
-		case bufio.ErrBufferFull:
-			continue
-		case nil, io.EOF:
-			if tooLong {
-				return "", true, err
+		if lr.long {
+			lr.long = false
+			return "", true, nil
+		}
+		if lr.err != nil {
+			if lr.skip || len(lr.buf) == 0 {
+				return "", false, lr.err
 			}
-			return string(buf[:len(buf)-trailingNL(buf)]), false, err
-		default:
-			return "", tooLong, err
+			// The last line, without a "\n".
+			line, lr.buf = string(lr.buf), nil
+			if lr.err != io.EOF {
+				// Cut short by the error: not a line to parse.
+				return "", false, lr.err
+			}
+			if len(line) > MaxLineLen+1 {
+				return "", true, nil
+			}
+			return line, false, nil
 		}
+		lr.fill()
 	}
 }
 
-func trailingNL(b []byte) int {
-	if len(b) > 0 && b[len(b)-1] == '\n' {
-		return 1
+// fill reads once, and moves the whole lines in buf to block.
+func (lr *lineReader) fill() {
+	if cap(lr.buf)-len(lr.buf) < readSize/2 {
+		lr.buf = slices.Grow(lr.buf, readSize)
 	}
-	return 0
+	n, err := lr.r.Read(lr.buf[len(lr.buf):cap(lr.buf)])
+	read := lr.buf[len(lr.buf) : len(lr.buf)+n]
+	lr.buf = lr.buf[:len(lr.buf)+n]
+	if err != nil {
+		lr.err = err
+	}
+	if lr.skip {
+		i := bytes.IndexByte(read, '\n')
+		if i < 0 {
+			lr.buf = lr.buf[:0]
+			return
+		}
+		lr.buf = lr.buf[:copy(lr.buf, read[i+1:])]
+		lr.skip = false
+	}
+	if last := bytes.LastIndexByte(lr.buf, '\n'); last >= 0 {
+		lr.block = string(lr.buf[:last+1])
+		lr.buf = lr.buf[:copy(lr.buf, lr.buf[last+1:])]
+	}
+	if len(lr.buf) > MaxLineLen+1 && lr.err == nil {
+		// An over-long line with no end in sight: report it after the
+		// lines of block, and drop the rest of it as it comes.
+		lr.buf = lr.buf[:0]
+		lr.long, lr.skip = true, true
+	}
 }
 
 // ParseLine splits one line of a sources file into the prefix and relay

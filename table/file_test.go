@@ -3,6 +3,7 @@ package table
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -32,7 +33,7 @@ func TestParseFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseFile: %v", err)
 	}
-	tab := b.Build()
+	tab := build(t, b)
 	tests := []struct {
 		addr string
 		want []int
@@ -60,8 +61,10 @@ func TestParseFileOrigins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = b.Add(netip.MustParsePrefix("10.0.0.0/8"), []int{2}, Origin{File: "Corefile", Line: 4})
-	if err == nil || err.Error() != "10.0.0.0/8: duplicate, first at a.txt:2" {
+	if err := b.Add(netip.MustParsePrefix("10.0.0.0/8"), []int{2}, Origin{File: "Corefile", Line: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Build(); err == nil || err.Error() != "10.0.0.0/8: duplicate, first at a.txt:2" {
 		t.Errorf("Duplicate of a file entry: %v", err)
 	}
 }
@@ -181,7 +184,7 @@ func TestParseFileAllErrors(t *testing.T) {
 
 func TestParseFileRelayCache(t *testing.T) {
 	// Lines alternate between repeated and changed relay lists; each must
-	// get its own set even though the parser remembers the last one.
+	// get its own set even though the parser remembers the lists it saw.
 	in := "10.0.0.0/16 r1 r2\n10.1.0.0/16 r1 r2\n10.2.0.0/16 r3\n10.3.0.0/16 r1 r2\n" +
 		"10.4.0.0/16 r9\n10.5.0.0/16 r9\n"
 	_, err := ParseFile(strings.NewReader(in), "f", resolveTest)
@@ -192,7 +195,7 @@ func TestParseFileRelayCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab := b.Build()
+	tab := build(t, b)
 	want := [][]int{{1, 2}, {1, 2}, {3}, {1, 2}}
 	for i, w := range want {
 		if got, _ := tab.Lookup(netip.AddrFrom4([4]byte{10, byte(i), 0, 1})); !slices.Equal(got, w) {
@@ -284,5 +287,123 @@ func FuzzParseLine(f *testing.F) {
 			_, _ = ParsePrefix(prefix)
 		}
 		_, _ = ParseFile(strings.NewReader(line), "fuzz", resolveTest)
+	})
+}
+
+func TestParseFileDuplicates(t *testing.T) {
+	// Duplicates are found after the whole file is read, whatever the
+	// order of the lines, and take their place among the other errors by
+	// line number.
+	in := "10.0.0.0/8 r1\n" + // 1
+		"2001:db8::/32 r1\n" + // 2
+		"10.1.0.0/16 r9\n" + // 3
+		"10.0.0.0/8 r2\n" + // 4
+		"11.0.0.0/8 r1\n" + // 5
+		"2001:db8::/32 r2\n" + // 6
+		"::ffff:10.0.0.0/104 r3\n" // 7
+	_, err := ParseFile(strings.NewReader(in), "f", resolveTest)
+	want := "f:3: unknown relay \"r9\"\n" +
+		"f:4: 10.0.0.0/8: duplicate, first at line 1\n" +
+		"f:6: 2001:db8::/32: duplicate, first at line 2\n" +
+		"f:7: 10.0.0.0/8: duplicate, first at line 1"
+	if err == nil || err.Error() != want {
+		t.Errorf("Error:\n got %v\nwant %s", err, want)
+	}
+
+	// Past the cap, the duplicates are counted with the other errors.
+	var many strings.Builder
+	for i := 0; i < 30; i++ {
+		fmt.Fprintf(&many, "10.%d.0.0/16 r1\n", i%5)
+	}
+	_, err = ParseFile(strings.NewReader(many.String()), "f", resolveTest)
+	lines := strings.Split(fmt.Sprint(err), "\n")
+	if len(lines) != maxReported+1 || lines[0] != "f:6: 10.0.0.0/16: duplicate, first at line 1" ||
+		lines[maxReported] != "f: 15 more errors not shown" {
+		t.Errorf("25 duplicates: %v", err)
+	}
+}
+
+// splitLines is lineReader's contract, written the obvious way: lines end
+// at "\n", a last line may lack it, and lines longer than MaxLineLen plus
+// a "\r" are reported without their text.
+func splitLines(in string) (lines []string, long []bool) {
+	parts := strings.Split(in, "\n")
+	if parts[len(parts)-1] == "" {
+		parts = parts[:len(parts)-1]
+	}
+	for _, p := range parts {
+		if len(p) > MaxLineLen+1 {
+			lines, long = append(lines, ""), append(long, true)
+		} else {
+			lines, long = append(lines, p), append(long, false)
+		}
+	}
+	return lines, long
+}
+
+func readAllLines(t *testing.T, r io.Reader) (lines []string, long []bool) {
+	t.Helper()
+	lr := lineReader{r: r}
+	for i := 0; ; i++ {
+		if i > 1<<20 {
+			t.Fatal("lineReader does not stop")
+		}
+		line, tooLong, err := lr.next()
+		if err == io.EOF {
+			return lines, long
+		}
+		if err != nil {
+			t.Fatalf("next: %v", err)
+		}
+		lines, long = append(lines, line), append(long, tooLong)
+	}
+}
+
+func checkLineReader(t *testing.T, in string) {
+	t.Helper()
+	wantLines, wantLong := splitLines(in)
+	readers := map[string]func() io.Reader{
+		"whole":    func() io.Reader { return strings.NewReader(in) },
+		"one byte": func() io.Reader { return iotest.OneByteReader(strings.NewReader(in)) },
+		"halves":   func() io.Reader { return iotest.HalfReader(strings.NewReader(in)) },
+		"data+EOF": func() io.Reader { return iotest.DataErrReader(strings.NewReader(in)) },
+	}
+	for name, r := range readers {
+		lines, long := readAllLines(t, r())
+		if !slices.Equal(lines, wantLines) || !slices.Equal(long, wantLong) {
+			t.Fatalf("%s reader: %d lines %v, want %d lines %v", name, len(lines), long, len(wantLines), wantLong)
+		}
+	}
+}
+
+func TestLineReader(t *testing.T) {
+	long := strings.Repeat("y", MaxLineLen+2)
+	limit := strings.Repeat("z", MaxLineLen) + "\r"
+	var block strings.Builder
+	for block.Len() < 3*readSize {
+		fmt.Fprintf(&block, "10.%d.0.0/16 r1\n", block.Len()%256)
+	}
+	for _, in := range []string{
+		"", "\n", "\n\n", "a", "a\n", "a\nb", "a\r\nb\r\n",
+		long, long + "\n", "a\n" + long + "\nb", limit + "\n" + limit,
+		block.String(),
+		block.String() + long + block.String(),
+		block.String()[:readSize-3] + strings.Repeat("w", 3*readSize) + "\nlast",
+		strings.Repeat(long+"\n", 40),
+	} {
+		checkLineReader(t, in)
+	}
+}
+
+func FuzzLineReader(f *testing.F) {
+	f.Add("10.0.0.0/8 r1\n11.0.0.0/8 r2", 3)
+	f.Add("a\r\n\n\nb", 1)
+	f.Fuzz(func(t *testing.T, in string, longAt int) {
+		// Splice an over-long line in somewhere, as the short inputs
+		// the fuzzer makes would never reach the limit.
+		if longAt >= 0 && longAt <= len(in) {
+			in = in[:longAt] + strings.Repeat("L", MaxLineLen+longAt%3) + in[longAt:]
+		}
+		checkLineReader(t, in)
 	})
 }

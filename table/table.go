@@ -9,9 +9,12 @@
 package table
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"net/netip"
 	"slices"
@@ -31,8 +34,9 @@ type Table struct {
 	// distinct relay sets, so the trie stores a set number and the sets
 	// live here once each.
 	sets [][]int
-	// used counts the sets some prefix refers to; Override can leave sets
-	// behind that nothing refers to any more.
+	// used counts the sets some prefix refers to; a table built from a
+	// previous one keeps that one's sets, some of which nothing may refer
+	// to any more.
 	used int
 }
 
@@ -97,13 +101,13 @@ func (o Origin) String() string {
 	return o.File + ":" + strconv.Itoa(o.Line)
 }
 
-// DuplicateError is returned by Builder.Add for a prefix that is already
-// present. Its message leaves out where the duplicate itself is, because
-// callers prefix their own "FILE:LINE: ".
+// DuplicateError reports a prefix added twice with Add. Its message leaves
+// out where the duplicate itself is, because callers prefix their own
+// "FILE:LINE: ".
 type DuplicateError struct {
 	Prefix netip.Prefix
-	First  Origin // the entry already in the builder
-	Dup    Origin // the rejected one
+	First  Origin // the entry added first, the one that counts
+	Dup    Origin // a later one, rejected
 }
 
 func (e *DuplicateError) Error() string {
@@ -114,98 +118,100 @@ func (e *DuplicateError) Error() string {
 }
 
 // Builder collects entries for a Table. It is not safe for concurrent use.
+//
+// Entries are kept in a flat, pointer-free list and only sorted and checked
+// for duplicates when the table is built: a million of them then cost the
+// garbage collector nothing, and the trie is filled in address order, which
+// is several times faster than the order of an unsorted file.
 type Builder struct {
-	// The trie that Build hands to the Table. It doubles as the
-	// duplicate check while building: a Go map beside it cost more time
-	// than the trie itself, and input in address order (the usual case
-	// for generated files) makes trie inserts cheap.
-	trie   *bart.Table[uint32]
-	shared bool // trie belongs to a built Table; copy before changing it
+	entries   []entry // from Add
+	overrides []entry // from Override; win over entries with the same prefix
+	sorted    bool    // entries is in key order
+	seq       uint32  // arrival counter, the tie-break between equal prefixes
 
-	// Where each entry came from, in order of arrival; only the error
-	// path needs to find one, through index.
-	origins originLog
-	index   map[netip.Prefix]int // built on the first duplicate
-	files   []string             // Origin.File values, stored once each
+	files []string // Origin.File values, stored once each
 
 	sets     [][]int
-	refs     []int             // prefixes per set
 	setIndex map[string]uint32 // setKey -> position in sets
 
 	scratch []int
 	key     []byte
 }
 
-// originRec is kept free of pointers (a netip.Prefix has one, for the
-// zone), so that a million of them cost the garbage collector nothing.
-type originRec struct {
+// entry is one prefix with its relay set. IPv4 addresses are stored
+// IPv4-mapped with is4 set, so that one byte comparison orders all of them
+// the way bart iterates: IPv4 before IPv6, then by address, then shorter
+// prefix first.
+type entry struct {
 	addr [16]byte
-	file uint32
+	seq  uint32
+	set  uint32 // position in Builder.sets
+	file uint32 // position in Builder.files
 	line int32
 	bits uint8
+	is4  bool
 }
 
-func (r *originRec) prefix() netip.Prefix {
-	a := netip.AddrFrom16(r.addr)
-	bits := int(r.bits)
-	if a.Is4In6() && bits <= 32 {
-		// normalize has folded every mapped prefix into IPv4, so a
-		// mapped address here stands for an IPv4 prefix.
+func (e *entry) prefix() netip.Prefix {
+	a := netip.AddrFrom16(e.addr)
+	if e.is4 {
 		a = a.Unmap()
 	}
-	return netip.PrefixFrom(a, bits)
+	return netip.PrefixFrom(a, int(e.bits))
 }
 
-// originLog appends in fixed-size chunks: a growing slice would copy all
-// records again at every doubling, which at a million entries cost more
-// than the rest of Add.
-type originLog struct {
-	chunks [][]originRec
-	n      int
+func entryKey(p netip.Prefix) (addr [16]byte, bits uint8, is4 bool) {
+	return p.Addr().As16(), uint8(p.Bits()), p.Addr().Is4()
 }
 
-const originChunk = 1 << 14
-
-func (l *originLog) add(r originRec) {
-	if l.n%originChunk == 0 {
-		l.chunks = append(l.chunks, make([]originRec, 0, originChunk))
+// cmpKey orders entries by prefix; equal prefixes compare equal.
+func cmpKey(a, b *entry) int {
+	if a.is4 != b.is4 {
+		if a.is4 {
+			return -1
+		}
+		return 1
 	}
-	c := &l.chunks[len(l.chunks)-1]
-	*c = append(*c, r)
-	l.n++
+	if c := bytes.Compare(a.addr[:], b.addr[:]); c != 0 {
+		return c
+	}
+	return int(a.bits) - int(b.bits)
 }
 
-func (l *originLog) at(i int) *originRec { return &l.chunks[i/originChunk][i%originChunk] }
+// cmpEntry orders by prefix, then by arrival.
+func cmpEntry(a, b entry) int {
+	if c := cmpKey(&a, &b); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.seq, b.seq)
+}
 
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder {
-	return &Builder{
-		trie:     new(bart.Table[uint32]),
-		setIndex: make(map[string]uint32),
-	}
+	return &Builder{setIndex: make(map[string]uint32)}
 }
 
-// Len returns the number of distinct prefixes added so far.
-func (b *Builder) Len() int { return b.trie.Size() }
+// Len returns the number of entries added so far, duplicates and overrides
+// included.
+func (b *Builder) Len() int { return len(b.entries) + len(b.overrides) }
 
 // Add inserts p -> relays. p goes through the same checks as ParsePrefix
 // (no host bits; IPv4-mapped becomes IPv4). relays must be non-empty and
-// non-negative; order and repetitions do not matter. Adding a prefix twice
-// returns a *DuplicateError naming the first origin and leaves the first
-// entry in place.
+// non-negative; order and repetitions do not matter. A prefix added twice
+// makes Build fail with a *DuplicateError.
 func (b *Builder) Add(p netip.Prefix, relays []int, origin Origin) error {
 	return b.insert(p, relays, origin, false)
 }
 
-// Override is Add for entries that win over what is already there (inline
-// Corefile lines over file lines): an existing entry for the same prefix is
-// replaced instead of being an error. It fails only for an invalid prefix
-// or relay list.
+// Override is Add for entries that win over Add's entries for the same
+// prefix (inline Corefile lines over file lines); among overrides of one
+// prefix the last one wins. It fails only for an invalid prefix or relay
+// list.
 func (b *Builder) Override(p netip.Prefix, relays []int, origin Origin) error {
 	return b.insert(p, relays, origin, true)
 }
 
-func (b *Builder) insert(p netip.Prefix, relays []int, origin Origin, replace bool) error {
+func (b *Builder) insert(p netip.Prefix, relays []int, origin Origin, override bool) error {
 	p, err := normalize(p)
 	if err != nil {
 		return err
@@ -217,52 +223,30 @@ func (b *Builder) insert(p netip.Prefix, relays []int, origin Origin, replace bo
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
-	return b.put(p, set, origin, replace)
+	return b.put(p, set, origin, override)
 }
 
 // put stores an already normalized prefix with an interned set.
-func (b *Builder) put(p netip.Prefix, set uint32, origin Origin, replace bool) error {
-	if b.shared {
-		b.trie = b.trie.Clone()
-		b.shared = false
+func (b *Builder) put(p netip.Prefix, set uint32, origin Origin, override bool) error {
+	if b.seq == math.MaxUint32 {
+		return errors.New("too many entries")
 	}
-	var (
-		old   uint32
-		found bool
-	)
-	// One walk down the trie both checks and inserts.
-	b.trie.Modify(p, func(v uint32, ok bool) (uint32, bool) {
-		old, found = v, ok
-		if ok && !replace {
-			return v, false
-		}
-		return set, false
-	})
-	if found && !replace {
-		return &DuplicateError{Prefix: p, First: b.originOf(p), Dup: origin}
+	e := entry{seq: b.seq, set: set, file: b.fileID(origin.File), line: clampLine(origin.Line)}
+	e.addr, e.bits, e.is4 = entryKey(p)
+	b.seq++
+	if override {
+		b.overrides = append(b.overrides, e)
+		return nil
 	}
-	if found {
-		b.refs[old]--
+	if b.sorted && len(b.entries) > 0 && cmpEntry(b.entries[len(b.entries)-1], e) > 0 {
+		b.sorted = false
 	}
-	b.refs[set]++
-	b.origins.add(originRec{addr: p.Addr().As16(), bits: uint8(p.Bits()), file: b.fileID(origin.File), line: clampLine(origin.Line)})
-	if b.index != nil {
-		b.index[p] = b.origins.n - 1
-	}
+	b.entries = append(b.entries, e)
 	return nil
 }
 
-// originOf finds where p was last stored. Only duplicates need this, so the
-// index is built the first time one turns up.
-func (b *Builder) originOf(p netip.Prefix) Origin {
-	if b.index == nil {
-		b.index = make(map[netip.Prefix]int, b.origins.n)
-		for i := 0; i < b.origins.n; i++ {
-			b.index[b.origins.at(i).prefix()] = i
-		}
-	}
-	r := b.origins.at(b.index[p])
-	return Origin{File: b.files[r.file], Line: int(r.line)}
+func (b *Builder) origin(e *entry) Origin {
+	return Origin{File: b.files[e.file], Line: int(e.line)}
 }
 
 // fileID relies on callers using few distinct file names, one after the
@@ -300,12 +284,8 @@ func (b *Builder) intern(relays []int) (uint32, error) {
 	if s[len(s)-1] > math.MaxInt32 {
 		return 0, fmt.Errorf("relay index %d out of range", s[len(s)-1])
 	}
-	k := b.key[:0]
-	for _, r := range s {
-		k = binary.LittleEndian.AppendUint32(k, uint32(r))
-	}
-	b.key = k
-	if id, ok := b.setIndex[string(k)]; ok {
+	b.key = setKey(b.key[:0], s)
+	if id, ok := b.setIndex[string(b.key)]; ok {
 		return id, nil
 	}
 	if len(b.sets) >= math.MaxUint32 {
@@ -313,36 +293,302 @@ func (b *Builder) intern(relays []int) (uint32, error) {
 	}
 	id := uint32(len(b.sets))
 	b.sets = append(b.sets, slices.Clone(s))
-	b.refs = append(b.refs, 0)
-	b.setIndex[string(k)] = id
+	b.setIndex[string(b.key)] = id
 	return id, nil
 }
 
-// Build returns a Table with the entries added so far. It hands its trie
-// over instead of copying it; the Builder stays usable, and copies the trie
-// only if it is changed again, so later changes never reach tables already
-// built.
-func (b *Builder) Build() *Table {
-	t := &Table{trie: b.trie}
-	b.shared = true
+func setKey(k []byte, set []int) []byte {
+	for _, r := range set {
+		k = binary.LittleEndian.AppendUint32(k, uint32(r))
+	}
+	return k
+}
 
-	// One backing array for all sets; each slice is capped at its length
-	// so that a caller appending to a Lookup result gets a copy instead of
-	// overwriting the next set. Sets that Override left unused stay (the
-	// trie refers to sets by position) but cost only their few ints.
+func (b *Builder) sortEntries() {
+	if !b.sorted {
+		// pdqsort finds a file already in address order in one pass.
+		slices.SortFunc(b.entries, cmpEntry)
+		b.sorted = true
+	}
+}
+
+// duplicates returns the first max duplicates in order of arrival, and how
+// many there are in all.
+func (b *Builder) duplicates(max int) (first []*DuplicateError, total int) {
+	b.sortEntries()
+	var dups []*entry // the max earliest, in arrival order
+	for i := 1; i < len(b.entries); i++ {
+		e := &b.entries[i]
+		if cmpKey(e, &b.entries[i-1]) != 0 {
+			continue
+		}
+		total++
+		at, _ := slices.BinarySearchFunc(dups, e.seq, func(d *entry, seq uint32) int { return cmp.Compare(d.seq, seq) })
+		if at < max {
+			dups = slices.Insert(dups, at, e)
+			if len(dups) > max {
+				dups = dups[:max]
+			}
+		}
+	}
+	for _, d := range dups {
+		i, _ := slices.BinarySearchFunc(b.entries, *d, cmpKey2)
+		first = append(first, &DuplicateError{Prefix: d.prefix(), First: b.origin(&b.entries[i]), Dup: b.origin(d)})
+	}
+	return first, total
+}
+
+// cmpKey2 is cmpKey for slices.BinarySearchFunc: it finds the first entry of
+// a prefix.
+func cmpKey2(a, b entry) int { return cmpKey(&a, &b) }
+
+// overlay walks the entries of the table in key order: the Add entries
+// with the overrides laid over them. It copies neither, as a reload of a
+// big file with a few inline lines would otherwise copy the whole file's
+// entries. It is a value: a copy starts its own walk.
+type overlay struct {
+	entries   []entry // sorted, no repeated prefixes
+	overrides []entry // sorted, no repeated prefixes
+	i, j      int
+}
+
+// peek returns the current entry, or nil after the last.
+func (o *overlay) peek() *entry {
+	if o.j == len(o.overrides) {
+		if o.i == len(o.entries) {
+			return nil
+		}
+		return &o.entries[o.i]
+	}
+	ov := &o.overrides[o.j]
+	for ; o.i < len(o.entries); o.i++ {
+		switch c := cmpKey(&o.entries[o.i], ov); {
+		case c < 0:
+			return &o.entries[o.i]
+		case c > 0:
+			return ov
+		}
+		// The same prefix as the override: hidden by it.
+	}
+	return ov
+}
+
+// next moves past e, the entry peek returned.
+func (o *overlay) next(e *entry) {
+	if o.j < len(o.overrides) && e == &o.overrides[o.j] {
+		o.j++
+	} else {
+		o.i++
+	}
+}
+
+// all yields the entries in key order.
+func (o overlay) all() iter.Seq[*entry] {
+	return func(yield func(*entry) bool) {
+		for e := o.peek(); e != nil && yield(e); e = o.peek() {
+			o.next(e)
+		}
+	}
+}
+
+// size is an upper bound of the number of entries.
+func (o *overlay) size() int { return len(o.entries) + len(o.overrides) }
+
+// effective returns the overlay of the entries, which must be sorted and
+// free of duplicates, and the overrides, of which the last of each prefix
+// wins.
+func (b *Builder) effective() overlay {
+	ov := b.overrides
+	if len(ov) > 0 {
+		ov = slices.Clone(ov)
+		slices.SortFunc(ov, cmpEntry)
+		// Keep the last override of each prefix: pairs of equal keys are
+		// in arrival order, so drop any entry the next one repeats.
+		n := 0
+		for j := range ov {
+			if j+1 < len(ov) && cmpKey(&ov[j], &ov[j+1]) == 0 {
+				continue
+			}
+			ov[n] = ov[j]
+			n++
+		}
+		ov = ov[:n]
+	}
+	return overlay{entries: b.entries, overrides: ov}
+}
+
+// Build returns a Table with the entries added so far, or the first
+// duplicate as a *DuplicateError. The Builder stays usable, and later
+// changes never reach tables already built.
+func (b *Builder) Build() (*Table, error) {
+	return b.BuildFrom(nil)
+}
+
+// BuildFrom is Build for a table that replaces prev: when the two differ
+// in few prefixes, the new table is prev changed by copy-on-write
+// (bart's persistent inserts and deletes), which shares every unchanged
+// node with prev. A reload of a million-line file that changed a few lines
+// then builds a few trie paths instead of a million, and leaves almost
+// nothing for the garbage collector. prev is not modified and may be in
+// use by readers.
+func (b *Builder) BuildFrom(prev *Table) (*Table, error) {
+	b.sortEntries()
+	if dups, _ := b.duplicates(1); len(dups) > 0 {
+		return nil, dups[0]
+	}
+	eff := b.effective()
+	if t := b.update(prev, eff, eff.size()/maxUpdateShare); t != nil {
+		return t, nil
+	}
+	return b.fresh(eff), nil
+}
+
+// fresh builds a new trie, in key order. Only the sets some entry refers
+// to are kept.
+func (b *Builder) fresh(eff overlay) *Table {
+	ids := newSetMap(len(b.sets))
+	var sets [][]int
+	trie := new(bart.Table[uint32])
+	for e := range eff.all() {
+		id, ok := ids.get(e.set)
+		if !ok {
+			id = uint32(len(sets))
+			sets = append(sets, b.sets[e.set])
+			ids.set(e.set, id)
+		}
+		trie.Insert(e.prefix(), id)
+	}
+	return newTable(trie, sets, len(sets))
+}
+
+// maxUpdateShare: BuildFrom rebuilds from scratch when more than one entry
+// in maxUpdateShare changed. A persistent insert copies a path of nodes
+// and costs several times a plain one, so past this share a new trie is
+// cheaper; the figures are in BenchmarkReload.
+const maxUpdateShare = 8
+
+// update returns prev with the changes that turn it into eff, or nil when
+// a fresh build is better: no prev, more than limit changes, or too many
+// sets that no entry refers to any more.
+func (b *Builder) update(prev *Table, eff overlay, limit int) *Table {
+	if prev == nil || prev.trie == nil || prev.trie.Size() == 0 {
+		return nil
+	}
+	// The new table keeps prev's set numbers, as the shared trie nodes
+	// hold them, and appends the sets prev does not have.
+	sets := slices.Clip(prev.sets)
+	known := make(map[string]uint32, len(sets))
+	var key []byte
+	for i, s := range sets {
+		key = setKey(key[:0], s)
+		known[string(key)] = uint32(i)
+	}
+	ids := newSetMap(len(b.sets))
+	idOf := func(e *entry) uint32 {
+		if id, ok := ids.get(e.set); ok {
+			return id
+		}
+		key = setKey(key[:0], b.sets[e.set])
+		id, ok := known[string(key)]
+		if !ok {
+			id = uint32(len(sets))
+			sets = append(sets, b.sets[e.set])
+		}
+		ids.set(e.set, id)
+		return id
+	}
+
+	type change struct {
+		p   netip.Prefix
+		id  uint32
+		del bool
+	}
+	var changes []change
+	walk := eff
+	// diff merges one family of prev, in bart's sort order, with eff.
+	diff := func(prevSorted iter.Seq2[netip.Prefix, uint32], is4 bool) bool {
+		var k entry
+		for p, v := range prevSorted {
+			k.addr, k.bits, k.is4 = entryKey(p)
+			e := walk.peek()
+			for ; e != nil && cmpKey(e, &k) < 0; e = walk.peek() {
+				changes = append(changes, change{p: e.prefix(), id: idOf(e)})
+				walk.next(e)
+			}
+			if e != nil && cmpKey(e, &k) == 0 {
+				if id := idOf(e); id != v {
+					changes = append(changes, change{p: p, id: id})
+				}
+				walk.next(e)
+			} else {
+				changes = append(changes, change{p: p, del: true})
+			}
+			if len(changes) > limit {
+				return false
+			}
+		}
+		for e := walk.peek(); e != nil && e.is4 == is4; e = walk.peek() {
+			changes = append(changes, change{p: e.prefix(), id: idOf(e)})
+			walk.next(e)
+		}
+		return len(changes) <= limit
+	}
+	if !diff(prev.trie.AllSorted4(), true) || !diff(prev.trie.AllSorted6(), false) {
+		return nil
+	}
+
+	used := make([]bool, len(sets))
 	n := 0
-	for _, s := range b.sets {
+	for e := range eff.all() {
+		if id := idOf(e); !used[id] {
+			used[id] = true
+			n++
+		}
+	}
+	if len(sets) > 2*n+16 {
+		return nil // mostly sets of the past: a fresh build drops them
+	}
+	trie := prev.trie
+	for _, c := range changes {
+		if c.del {
+			trie = trie.DeletePersist(c.p)
+		} else {
+			trie = trie.InsertPersist(c.p, c.id)
+		}
+	}
+	return newTable(trie, sets, n)
+}
+
+// setMap maps Builder set numbers to Table set numbers.
+type setMap []uint32
+
+const noSet = math.MaxUint32
+
+func newSetMap(n int) setMap {
+	m := make(setMap, n)
+	for i := range m {
+		m[i] = noSet
+	}
+	return m
+}
+
+func (m setMap) get(set uint32) (uint32, bool) { return m[set], m[set] != noSet }
+func (m setMap) set(set, id uint32)            { m[set] = id }
+
+// newTable puts the sets in one backing array, each slice capped at its
+// length so that a caller appending to a Lookup result gets a copy instead
+// of overwriting the next set.
+func newTable(trie *bart.Table[uint32], sets [][]int, used int) *Table {
+	n := 0
+	for _, s := range sets {
 		n += len(s)
 	}
 	flat := make([]int, 0, n)
-	t.sets = make([][]int, len(b.sets))
-	for i, s := range b.sets {
+	t := &Table{trie: trie, sets: make([][]int, len(sets)), used: used}
+	for i, s := range sets {
 		start := len(flat)
 		flat = append(flat, s...)
 		t.sets[i] = flat[start:len(flat):len(flat)]
-		if b.refs[i] > 0 {
-			t.used++
-		}
 	}
 	return t
 }

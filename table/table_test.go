@@ -2,6 +2,10 @@ package table
 
 import (
 	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -30,7 +34,16 @@ func mustBuild(t testing.TB, entries map[string][]int) *Table {
 			t.Fatalf("Add(%s): %v", p, err)
 		}
 	}
-	return b.Build()
+	return build(t, b)
+}
+
+func build(t testing.TB, b *Builder) *Table {
+	t.Helper()
+	tab, err := b.Build()
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	return tab
 }
 
 func TestParsePrefix(t *testing.T) {
@@ -168,7 +181,7 @@ func TestLookupFamiliesSeparate(t *testing.T) {
 
 func TestEmptyTables(t *testing.T) {
 	var nilTable *Table
-	for _, tab := range []*Table{nilTable, {}, NewBuilder().Build()} {
+	for _, tab := range []*Table{nilTable, {}, build(t, NewBuilder())} {
 		if _, ok := tab.Lookup(netip.MustParseAddr("192.0.2.1")); ok {
 			t.Errorf("Empty table matched")
 		}
@@ -196,7 +209,7 @@ func TestInternedSets(t *testing.T) {
 	}
 	lists[1][0] = 99
 
-	tab := b.Build()
+	tab := build(t, b)
 	if tab.NumSets() != 2 {
 		t.Errorf("NumSets = %d, want 2", tab.NumSets())
 	}
@@ -221,28 +234,34 @@ func TestInternedSets(t *testing.T) {
 func TestAddErrors(t *testing.T) {
 	b := NewBuilder()
 	p := netip.MustParsePrefix("203.0.113.0/24")
-	if err := b.Add(p, []int{1}, Origin{File: "sources.txt", Line: 2}); err != nil {
-		t.Fatal(err)
+	for _, o := range []Origin{{"sources.txt", 7}, {"sources.txt", 2}} {
+		if err := b.Add(p, []int{o.Line}, o); err != nil {
+			t.Fatal(err)
+		}
 	}
-
-	err := b.Add(p, []int{2}, Origin{File: "sources.txt", Line: 7})
+	_, err := b.Build()
 	var dup *DuplicateError
 	if !errors.As(err, &dup) {
-		t.Fatalf("Second Add returned %v, want a *DuplicateError", err)
+		t.Fatalf("Build with a duplicate returned %v, want a *DuplicateError", err)
 	}
-	if got, want := err.Error(), "203.0.113.0/24: duplicate, first at line 2"; got != want {
+	// The first one added is the first, whatever its line.
+	if got, want := err.Error(), "203.0.113.0/24: duplicate, first at line 7"; got != want {
 		t.Errorf("Duplicate error %q, want %q", got, want)
 	}
-	if dup.First != (Origin{"sources.txt", 2}) || dup.Dup != (Origin{"sources.txt", 7}) {
+	if dup.First != (Origin{"sources.txt", 7}) || dup.Dup != (Origin{"sources.txt", 2}) {
 		t.Errorf("DuplicateError origins %v, %v", dup.First, dup.Dup)
 	}
+
 	// The mapped spelling of the same prefix is the same entry.
-	err = b.Add(netip.MustParsePrefix("::ffff:203.0.113.0/120"), []int{2}, Origin{File: "Corefile", Line: 9})
-	if err == nil || err.Error() != "203.0.113.0/24: duplicate, first at sources.txt:2" {
-		t.Errorf("Duplicate from another file: %v", err)
+	b = NewBuilder()
+	if err := b.Add(p, []int{1}, Origin{"sources.txt", 2}); err != nil {
+		t.Fatal(err)
 	}
-	if got, _ := b.Build().Lookup(netip.MustParseAddr("203.0.113.1")); !slices.Equal(got, []int{1}) {
-		t.Errorf("A rejected duplicate replaced the first entry: %v", got)
+	if err := b.Add(netip.MustParsePrefix("::ffff:203.0.113.0/120"), []int{2}, Origin{File: "Corefile", Line: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Build(); err == nil || err.Error() != "203.0.113.0/24: duplicate, first at sources.txt:2" {
+		t.Errorf("Duplicate from another file: %v", err)
 	}
 
 	bad := []struct {
@@ -264,8 +283,8 @@ func TestAddErrors(t *testing.T) {
 			t.Errorf("Override(%v, %v) = %v, want error containing %q", tc.p, tc.relays, err, tc.errPart)
 		}
 	}
-	if b.Len() != 1 {
-		t.Errorf("Failed calls left %d entries, want 1", b.Len())
+	if b.Len() != 2 {
+		t.Errorf("Failed calls left %d entries, want 2", b.Len())
 	}
 }
 
@@ -281,21 +300,19 @@ func TestOverride(t *testing.T) {
 	if err := b.Override(netip.MustParsePrefix("2001:db8::/32"), []int{4}, Origin{File: "Corefile", Line: 6}); err != nil {
 		t.Fatalf("Override of a new prefix: %v", err)
 	}
-	// Duplicates now point at the overriding origin.
-	err := b.Add(p, []int{9}, Origin{File: "sources.txt", Line: 8})
-	if err == nil || !strings.Contains(err.Error(), "first at Corefile:5") {
-		t.Errorf("Add after Override: %v, want a duplicate of Corefile:5", err)
-	}
-	// Again, now that the builder keeps an index of origins.
-	if err := b.Override(p, []int{3}, Origin{File: "Corefile", Line: 7}); err != nil {
+	// An override wins over an entry added after it too, and the last
+	// override of a prefix wins.
+	if err := b.Add(netip.MustParsePrefix("2001:db8::/32"), []int{9}, Origin{File: "sources.txt", Line: 8}); err != nil {
 		t.Fatal(err)
 	}
-	err = b.Add(p, []int{9}, Origin{File: "sources.txt", Line: 9})
-	if err == nil || !strings.Contains(err.Error(), "first at Corefile:7") {
-		t.Errorf("Add after second Override: %v, want a duplicate of Corefile:7", err)
+	if err := b.Override(p, []int{5}, Origin{File: "Corefile", Line: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Override(p, []int{3}, Origin{File: "Corefile", Line: 9}); err != nil {
+		t.Fatal(err)
 	}
 
-	tab := b.Build()
+	tab := build(t, b)
 	if got, ok := tab.Lookup(netip.MustParseAddr("203.0.113.9")); !ok || !slices.Equal(got, []int{3}) {
 		t.Errorf("Overridden prefix looks up as %v, %v; want [3]", got, ok)
 	}
@@ -313,14 +330,14 @@ func TestBuildSnapshots(t *testing.T) {
 	if err := b.Add(netip.MustParsePrefix("10.0.0.0/8"), []int{1}, Origin{}); err != nil {
 		t.Fatal(err)
 	}
-	first := b.Build()
+	first := build(t, b)
 	if err := b.Add(netip.MustParsePrefix("10.1.0.0/16"), []int{2}, Origin{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Override(netip.MustParsePrefix("10.0.0.0/8"), []int{3}, Origin{}); err != nil {
 		t.Fatal(err)
 	}
-	second := b.Build()
+	second := build(t, b)
 	if got, _ := first.Lookup(netip.MustParseAddr("10.1.0.1")); !slices.Equal(got, []int{1}) || first.Len4() != 1 {
 		t.Errorf("Building again changed an earlier table: %v, Len4 %d", got, first.Len4())
 	}
@@ -375,7 +392,7 @@ func TestConcurrentLookup(t *testing.T) {
 		if err := b.Add(netip.MustParsePrefix("2001:db8::/32"), []int{gen}, Origin{}); err != nil {
 			t.Error(err)
 		}
-		return b.Build()
+		return build(t, b)
 	}
 	var cur atomic.Pointer[Table]
 	cur.Store(build(0))
@@ -408,4 +425,133 @@ func TestConcurrentLookup(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// contents lists a table as "PREFIX [RELAYS]" lines in bart's order, the
+// relay sets spelled out, so that tables with different set numbering
+// compare equal when they answer alike.
+func contents(tab *Table) []string {
+	var out []string
+	for p, id := range tab.trie.AllSorted() {
+		out = append(out, fmt.Sprint(p, tab.sets[id]))
+	}
+	return out
+}
+
+func TestBuildFrom(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	randomEntries := func(n int) map[netip.Prefix][]int {
+		m := make(map[netip.Prefix][]int)
+		for len(m) < n {
+			var p netip.Prefix
+			if r.IntN(3) == 0 {
+				a := [16]byte{0x20, 0x01, 0x0d, 0xb8, byte(r.IntN(4)), byte(r.IntN(4))}
+				p = netip.PrefixFrom(netip.AddrFrom16(a), 32+r.IntN(17)).Masked()
+			} else {
+				p = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(r.IntN(4)), byte(r.IntN(4)), 0}), 8+r.IntN(17)).Masked()
+			}
+			m[p] = []int{r.IntN(4), r.IntN(4)}
+		}
+		return m
+	}
+	builder := func(m map[netip.Prefix][]int, inline map[netip.Prefix][]int) *Builder {
+		b := NewBuilder()
+		for p, rs := range m {
+			if err := b.Add(p, rs, Origin{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for p, rs := range inline {
+			if err := b.Override(p, rs, Origin{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b
+	}
+	for round := 0; round < 200; round++ {
+		prevEntries := randomEntries(1 + r.IntN(60))
+		next := maps.Clone(prevEntries)
+		// Change a few: drop, add, give other relays.
+		for p := range next {
+			switch r.IntN(10) {
+			case 0:
+				delete(next, p)
+			case 1:
+				next[p] = []int{4 + r.IntN(3)}
+			}
+		}
+		maps.Copy(next, randomEntries(r.IntN(4)))
+		inline := randomEntries(r.IntN(3))
+
+		prev := build(t, builder(prevEntries, inline))
+		before := contents(prev)
+		// Every change through the update path, however many.
+		b := builder(next, inline)
+		b.sortEntries()
+		got := b.update(prev, b.effective(), math.MaxInt)
+		if got == nil {
+			t.Fatalf("Round %d: update refused", round)
+		}
+		want := build(t, builder(next, inline))
+		wantEntries := maps.Clone(next)
+		maps.Copy(wantEntries, inline)
+		if n := want.Len4() + want.Len6(); n != len(wantEntries) {
+			t.Fatalf("Round %d: Build gave %d prefixes, want %d", round, n, len(wantEntries))
+		}
+		for p, rs := range wantEntries {
+			id, ok := want.trie.Get(p)
+			if rs = slices.Compact(slices.Sorted(slices.Values(rs))); !ok || !slices.Equal(want.sets[id], rs) {
+				t.Fatalf("Round %d: Build has %v -> %v (%v), want %v", round, p, want.sets[id], ok, rs)
+			}
+		}
+		if !slices.Equal(contents(got), contents(want)) {
+			t.Fatalf("Round %d: BuildFrom gave\n%v\nwant\n%v", round, contents(got), contents(want))
+		}
+		viaBuildFrom, err := builder(next, inline).BuildFrom(prev)
+		if err != nil || !slices.Equal(contents(viaBuildFrom), contents(want)) {
+			t.Fatalf("Round %d: BuildFrom gave %v, %v; want %v", round, contents(viaBuildFrom), err, contents(want))
+		}
+		if got.Len4() != want.Len4() || got.Len6() != want.Len6() || got.NumSets() != want.NumSets() {
+			t.Fatalf("Round %d: Len4 %d, Len6 %d, NumSets %d; want %d, %d, %d", round,
+				got.Len4(), got.Len6(), got.NumSets(), want.Len4(), want.Len6(), want.NumSets())
+		}
+		if !slices.Equal(contents(prev), before) {
+			t.Fatalf("Round %d: BuildFrom changed the previous table", round)
+		}
+	}
+}
+
+func TestBuildFromShares(t *testing.T) {
+	// A big table with a few changes is updated in place of being rebuilt;
+	// one with many is rebuilt.
+	const n = 4096
+	entries := func(change int) *Builder {
+		b := NewBuilder()
+		for i := 0; i < n; i++ {
+			rs := []int{i % 3}
+			if i < change {
+				rs = []int{7}
+			}
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+			if err := b.Add(p, rs, Origin{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b
+	}
+	prev := build(t, entries(0))
+	for _, tc := range []struct {
+		change int
+		update bool
+	}{{0, true}, {5, true}, {n / maxUpdateShare, true}, {n/maxUpdateShare + 1, false}, {n, false}} {
+		b := entries(tc.change)
+		b.sortEntries()
+		got := b.update(prev, b.effective(), n/maxUpdateShare)
+		if (got != nil) != tc.update {
+			t.Errorf("%d of %d changed: updated %v, want %v", tc.change, n, got != nil, tc.update)
+		}
+		if got != nil && tc.change == 0 && got.trie != prev.trie {
+			t.Errorf("No change, yet a new trie")
+		}
+	}
 }
