@@ -5,10 +5,13 @@
 #      whoami (the ceiling), amtrelay (10k sources, 50 health-checked relays with fixture
 #      responders up) and file (the same answers as static records);
 #   2. memory: RSS and live heap of amtrelay with 1M IPv4 + 200k IPv6 prefixes;
+#   2b. reload loop: QPS of that server while a new sources file replaces the old every second,
+#      against QPS while the file stays put (issue 4);
 #   3. the Go micro-benchmarks of the root package, revname, table and amt;
 #   4. the key ratios, as the last lines of the output.
 #
-# Usage: bench/run.sh [--servers-only | --go-only] [--quick] [--profile]
+# Usage: bench/run.sh [--only SECTIONS] [--quick] [--profile]
+#   --only      a comma-separated subset of servers,memory,reload,go (default: all four)
 #   --quick     one short round and short Go benchtimes: checks that everything runs, no figures
 #   --profile   also take a CPU profile of whoami and of amtrelay under dnsperf load (adds ~30 s;
 #               BENCH_PROFILE=1 does the same, for `make bench`)
@@ -24,6 +27,9 @@
 #   BENCH_GO_COUNT        -count of the Go benchmarks (default 1; 6 or more for benchstat)
 #   BENCH_PORT            DNS port on 127.0.0.1 (default 10553)
 #   BENCH_BUDGET          seconds after which remaining rounds are skipped (default 840)
+#   BENCH_RELOAD_ROUNDS   reload-loop rounds, each a steady and a reloading phase (default 3; 0 skips)
+#   BENCH_RELOAD_SECONDS  dnsperf run per phase (default 10)
+#   BENCH_RELOAD_INTERVAL the server's sources reload interval (default 1s)
 #
 # Only loopback addresses are used: servers on 127.0.0.1, relay responders on 127.0.0.10-59.
 set -euo pipefail
@@ -39,18 +45,24 @@ GO_BENCHTIME=${BENCH_GO_BENCHTIME:-0.5s}
 GO_COUNT=${BENCH_GO_COUNT:-1}
 PORT=${BENCH_PORT:-10553}
 BUDGET=${BENCH_BUDGET:-840}
+RELOAD_ROUNDS=${BENCH_RELOAD_ROUNDS:-3}
+RELOAD_SECONDS=${BENCH_RELOAD_SECONDS:-10}
+RELOAD_INTERVAL=${BENCH_RELOAD_INTERVAL:-1s}
+METRICS_ADDR=127.0.0.1:19153
 READY_ADDR=127.0.0.1:18181
 PPROF_ADDR=127.0.0.1:16053
 WARMUP_SECONDS=1
 
-run_servers=1
-run_go=1
+sections=servers,memory,reload,go
 quick=0
 profile=${BENCH_PROFILE:-0}
-for arg in "$@"; do
-	case $arg in
-	--servers-only) run_go=0 ;;
-	--go-only) run_servers=0 ;;
+while (($#)); do
+	case $1 in
+	--only)
+		(($# >= 2)) || { echo "bench/run.sh: --only needs a list of sections" >&2; exit 2; }
+		sections=$2
+		shift
+		;;
 	--quick) quick=1 ;;
 	--profile) profile=1 ;;
 	-h | --help)
@@ -58,14 +70,31 @@ for arg in "$@"; do
 		exit 0
 		;;
 	*)
-		echo "bench/run.sh: unknown argument $arg (try --help)" >&2
+		echo "bench/run.sh: unknown argument $1 (try --help)" >&2
+		exit 2
+		;;
+	esac
+	shift
+done
+run_servers=0 run_memory=0 run_reload=0 run_go=0
+for section in ${sections//,/ }; do
+	case $section in
+	servers) run_servers=1 ;;
+	memory) run_memory=1 ;;
+	reload) run_reload=1 ;;
+	go) run_go=1 ;;
+	*)
+		echo "bench/run.sh: unknown section $section (servers, memory, reload, go)" >&2
 		exit 2
 		;;
 	esac
 done
+# the sections that start cmd/coredns
+run_dns=$((run_servers || run_memory || run_reload))
 if ((quick)); then
-	ROUNDS=1 SECONDS_TP=2 LAT_SECONDS=1 GO_BENCHTIME=1x
+	ROUNDS=1 SECONDS_TP=2 LAT_SECONDS=1 GO_BENCHTIME=1x RELOAD_ROUNDS=1 RELOAD_SECONDS=3
 fi
+((RELOAD_ROUNDS > 0)) || run_reload=0
 
 START=$(date +%s)
 elapsed() { echo $(($(date +%s) - START)); }
@@ -84,12 +113,13 @@ mkdir -p "$RESULTS"
 # Processes this script started; the trap stops exactly these.
 server_pid=""
 responders_pid=""
+replacer_pid=""
 cleanup() {
 	local pid
-	for pid in $server_pid $responders_pid; do
+	for pid in $server_pid $responders_pid $replacer_pid; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
-	for pid in $server_pid $responders_pid; do
+	for pid in $server_pid $responders_pid $replacer_pid; do
 		for _ in $(seq 1 50); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
@@ -103,7 +133,7 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------------------------
 # Tools and inputs
 
-if ((run_servers)) && ! command -v dnsperf >/dev/null; then
+if ((run_dns)) && ! command -v dnsperf >/dev/null; then
 	(($(id -u) == 0)) || die "dnsperf is missing and installing it needs root (apt-get install dnsperf)"
 	log "installing dnsperf"
 	apt-get update -qq >"$OUT/logs/apt.log" 2>&1
@@ -111,7 +141,7 @@ if ((run_servers)) && ! command -v dnsperf >/dev/null; then
 		die "apt-get install dnsperf (see $OUT/logs/apt.log)"
 fi
 
-if ((run_servers)); then
+if ((run_dns)); then
 	log "building cmd/coredns, cmd/amt-responder and bench/gen"
 	(cd "$ROOT" && go build -o "$OUT/bin/coredns" ./cmd/coredns &&
 		go build -o "$OUT/bin/amt-responder" ./cmd/amt-responder &&
@@ -127,7 +157,7 @@ if ((run_servers)); then
 	log "generating Corefiles, zones, queries and the memory table in $GEN"
 	rm -rf "$GEN"
 	"$OUT/bin/gen" -out "$GEN" -listen "127.0.0.1:$PORT" -ready "$READY_ADDR" -pprof "$PPROF_ADDR" \
-		-memory-inline="$memory_inline" || die "bench/gen"
+		-metrics "$METRICS_ADDR" -reload "$RELOAD_INTERVAL" -memory-inline="$memory_inline" || die "bench/gen"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +299,9 @@ if ((run_servers)); then
 	wait "$responders_pid" 2>/dev/null || true
 	responders_pid=""
 
+fi
+
+if ((run_memory)); then
 	# Memory: the same binary with 8 relays and one source, then with the big table. A heap
 	# profile request with gc=1 forces a collection; the gctrace line it prints (GODEBUG, set by
 	# start_server) gives the live heap, and RSS is read right after.
@@ -302,6 +335,78 @@ if ((run_servers)); then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# Reload loop (issue 4): the server with the 1.2M-prefix sources file, in alternating phases:
+# "steady", the file stays put (the server still stats it every interval), and "reloading", a
+# new version replaces the file by rename every second, each a full parse and swap. One
+# long-lived perl process does the renames, so the load the phase adds is the server's own.
+
+# reload_count RESULT: table_reloads_total{result=RESULT} of the reload server
+reload_count() {
+	curl -s --max-time 5 "http://$METRICS_ADDR/metrics" |
+		awk -v r="$1" 'index($0, "coredns_amtrelay_table_reloads_total{result=\"" r "\"}") == 1 { print $2 + 0; f = 1 } END { if (!f) print 0 }'
+}
+
+# wait_idle: wait (up to 30 s) until the server spends under 5% of a CPU for a second.
+wait_idle() {
+	local i t0 t1
+	for ((i = 0; i < 30; i++)); do
+		t0=$(server_ticks)
+		sleep 1
+		t1=$(server_ticks)
+		(((t1 - t0) * 100 < 5 * $(getconf CLK_TCK))) && return 0
+	done
+	log "WARNING: the server did not go idle within 30 s"
+}
+
+if ((run_reload)) && [[ ! -f $GEN/Corefile.reload ]]; then
+	log "reload: skipped, amtrelay has no sources property here"
+elif ((run_reload)); then
+	# Two versions that differ in a comment and in size: each rename is a new file to load.
+	for v in a bb; do
+		{ cat "$GEN/sources-memory.txt" && echo "# version $v"; } >"$GEN/sources-reload.$v.txt"
+	done
+	cp "$GEN/sources-reload.a.txt" "$GEN/sources-reload.txt"
+	log "reload: amtrelay with $(grep -c '^[0-9a-f]' "$GEN/sources-reload.txt") prefixes, reload $RELOAD_INTERVAL"
+	start_server reload Corefile.reload 300
+	wait_idle
+	printf 'round\tphase\tqps\tcpu_us_per_query\treloads\treload_errors\n' >"$RESULTS/reload.tsv"
+	for ((round = 1; round <= RELOAD_ROUNDS; round++)); do
+		for phase in steady reloading; do
+			if [[ $phase == reloading ]]; then
+				perl -e 'my ($dir, @v) = @ARGV; for (my $i = 0; ; $i++) {
+					my $src = "$dir/sources-reload.$v[$i % 2].txt";
+					unlink "$dir/sources-reload.next";
+					link($src, "$dir/sources-reload.next") or die "link $src: $!";
+					rename("$dir/sources-reload.next", "$dir/sources-reload.txt") or die "rename: $!";
+					select(undef, undef, undef, 1);
+				}' "$GEN" bb a 2>>"$OUT/logs/replacer.log" &
+				replacer_pid=$!
+			fi
+			ok0=$(reload_count success) err0=$(reload_count error) ticks0=$(server_ticks)
+			out=$RESULTS/reload.$round.$phase.txt
+			timeout $((RELOAD_SECONDS + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
+				$DNSPERF_ARGS -l "$RELOAD_SECONDS" >"$out" 2>&1 || die "dnsperf against reload"
+			ticks1=$(server_ticks)
+			if [[ $phase == reloading ]]; then
+				kill -TERM "$replacer_pid" 2>/dev/null || true
+				wait "$replacer_pid" 2>/dev/null || true
+				replacer_pid=""
+			fi
+			ok1=$(reload_count success) err1=$(reload_count error)
+			qps=$(dnsperf_field "$out" "Queries per second")
+			cpu_us=$(awk -v t=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v n="$(dnsperf_field "$out" "Queries completed")" \
+				'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "nan" }')
+			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$phase" "$qps" "$cpu_us" $((ok1 - ok0)) $((err1 - err0)) >>"$RESULTS/reload.tsv"
+			log "reload round $round $phase: $qps qps, server CPU $cpu_us us/query, $((ok1 - ok0)) reloads, $((err1 - err0)) failed"
+			if [[ $phase == reloading ]]; then
+				wait_idle # a load still running would fall into the next phase
+			fi
+		done
+	done
+	stop_server
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Go benchmarks
 
 if ((run_go)); then
@@ -327,10 +432,11 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if
 col() { # col SERVER COLUMN: that column of every round of SERVER
 	awk -F'\t' -v s="$1" -v c="$2" 'NR > 1 && $2 == s { print $c }' "$RESULTS/servers.tsv"
 }
-# per_round_ratio A B COLUMN: median over rounds of A's figure / B's figure in the same round
+# per_round_ratio A B COLUMN [FILE]: median over rounds of A's figure / B's figure in the same
+# round; FILE (default servers.tsv) has the round in column 1 and the name in column 2
 per_round_ratio() {
 	awk -F'\t' -v a="$1" -v b="$2" -v c="$3" 'NR > 1 { v[$1, $2] = $c; r[$1] = 1 }
-		END { for (k in r) if (v[k, b] > 0) print v[k, a] / v[k, b] }' "$RESULTS/servers.tsv" | median
+		END { for (k in r) if (v[k, b] > 0) print v[k, a] / v[k, b] }' "${4:-$RESULTS/servers.tsv}" | median
 }
 verdict() { # verdict VALUE OP TARGET
 	awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { if (v == "nan" || v == "") { print "n/a"; exit }
@@ -361,6 +467,15 @@ go_metric() {
 			printf "memory: %d prefixes: RSS %.0f MB (baseline %.0f MB), %.0f B/prefix of RSS, %.0f B/prefix of live heap; answering after %.1f s\n",
 				m["prefixes"], m["big_rss_kb"] / 1024, m["base_rss_kb"] / 1024, d, h, m["load_ms"] / 1000 }' "$RESULTS/memory.tsv"
 	fi
+	if [[ -s $RESULTS/reload.tsv ]] && (($(wc -l <"$RESULTS/reload.tsv") > 1)); then
+		awk -F'\t' 'NR > 1 { n[$2]++; q[$2] = q[$2] " " $3; c[$2] = c[$2] " " $4; l[$2] += $5; e[$2] += $6 }
+			END { for (p in n) printf "%s\t%s\t%s\t%d\t%d\t%d\n", p, q[p], c[p], n[p], l[p], e[p] }' "$RESULTS/reload.tsv" |
+			while IFS=$'\t' read -r phase qs cs rounds loads errors; do
+				printf 'reload loop, %-9s (%d rounds of %ss): %6.0f qps, CPU %6.2f us/query (medians), %d reloads, %d failed\n' \
+					"$phase" "$rounds" "$RELOAD_SECONDS" "$(tr ' ' '\n' <<<"$qs" | grep . | median)" \
+					"$(tr ' ' '\n' <<<"$cs" | grep . | median)" "$loads" "$errors"
+			done
+	fi
 } | tee "$RESULTS/summary.txt"
 
 {
@@ -376,6 +491,10 @@ go_metric() {
 		printf 'file/whoami QPS           %6.3f\n' "$r"
 		printf 'server CPU/query amtrelay/whoami %6.3f   amtrelay/file %6.3f\n' \
 			"$(per_round_ratio amtrelay whoami 9)" "$(per_round_ratio amtrelay file 9)"
+	fi
+	if [[ -s $RESULTS/reload.tsv ]] && (($(wc -l <"$RESULTS/reload.tsv") > 1)); then
+		r=$(per_round_ratio reloading steady 3 "$RESULTS/reload.tsv")
+		printf 'reloading/steady QPS      %6.3f  (>= 0.95, issue 4, reload %s: %s)\n' "$r" "$RELOAD_INTERVAL" "$(verdict "$r" '>=' 0.95)"
 	fi
 	if [[ -s $RESULTS/memory.tsv ]]; then
 		r=$(awk -F'\t' '{ m[$1] = $2 } END { printf "%.1f", (m["big_live_mb"] - m["base_live_mb"]) * 1048576 / m["prefixes"] }' "$RESULTS/memory.tsv")

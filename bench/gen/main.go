@@ -9,6 +9,8 @@
 //	queries.txt        the dnsperf input: AMTRELAY at rev(S), A and AAAA at amt.rev(S), and misses
 //	sources-memory.txt, Corefile.memory, Corefile.memory-base   a large table for the memory
 //	                   figure, and the same server with a one-line table
+//	Corefile.reload    the memory table's server reading sources-reload.txt every -reload, with
+//	                   metrics, for the reload loop (bench/run.sh makes the file's versions)
 //
 // Everything is derived from fixed seeds, so two runs query the same names.
 package main
@@ -39,6 +41,8 @@ type options struct {
 	memV4, memV6 int
 	memInline    bool // the memory table as source lines in the Corefile instead of a sources file
 	interval     string
+	reload       string // reload interval of Corefile.reload
+	metricsAddr  string // ADDR:PORT of Corefile.reload's metrics endpoint
 }
 
 func main() {
@@ -55,6 +59,8 @@ func main() {
 	flag.IntVar(&o.memV6, "memory-v6", 200_000, "IPv6 prefixes of the memory table")
 	flag.BoolVar(&o.memInline, "memory-inline", false, "write the memory table as Corefile source lines (no sources file support)")
 	flag.StringVar(&o.interval, "interval", "5s", "health check interval of Corefile.amtrelay")
+	flag.StringVar(&o.reload, "reload", "1s", "reload interval of Corefile.reload")
+	flag.StringVar(&o.metricsAddr, "metrics", "127.0.0.1:19153", "`ADDR:PORT` of Corefile.reload's metrics endpoint")
 	flag.Parse()
 	if o.out == "" || o.relays < 3 || o.relays > 200 || o.sources < 1 {
 		flag.Usage()
@@ -141,13 +147,14 @@ func generate(o options) error {
 		"db.ip6.arpa":       func(w *bufio.Writer) error { return writeZone(w, o, rs, true) },
 		"responders.txt":    func(w *bufio.Writer) error { return writeResponders(w, rs) },
 		"queries.txt":       func(w *bufio.Writer) error { return writeQueries(w, o) },
-		"Corefile.memory":   func(w *bufio.Writer) error { return writeMemoryCorefile(w, o, false) },
+		"Corefile.memory":   func(w *bufio.Writer) error { return writeMemoryCorefile(w, o, memoryTable) },
 		"Corefile.memory-base": func(w *bufio.Writer) error {
-			return writeMemoryCorefile(w, o, true)
+			return writeMemoryCorefile(w, o, memoryBase)
 		},
 	}
 	if !o.memInline {
 		files["sources-memory.txt"] = func(w *bufio.Writer) error { return writeMemorySources(w, o, "") }
+		files["Corefile.reload"] = func(w *bufio.Writer) error { return writeMemoryCorefile(w, o, memoryReload) }
 	}
 	for name, write := range files {
 		if err := writeFile(filepath.Join(o.out, name), write); err != nil {
@@ -301,20 +308,33 @@ func writeQueries(w *bufio.Writer, o options) error {
 	return nil
 }
 
-// writeMemoryCorefile is amtrelay with the memory table (or, for base, one inline source) and
-// health checks off. Its pprof endpoint gives the live heap: fetching /debug/pprof/heap?gc=1
-// forces a garbage collection.
-func writeMemoryCorefile(w *bufio.Writer, o options, base bool) error {
+// memoryVariant says which table a memory Corefile loads.
+type memoryVariant int
+
+const (
+	memoryTable  memoryVariant = iota // the memory table: sources-memory.txt or inline lines
+	memoryBase                        // one inline source, the baseline
+	memoryReload                      // sources-reload.txt, reloaded every o.reload, with metrics
+)
+
+// writeMemoryCorefile is amtrelay with health checks off and the table of variant. Its pprof
+// endpoint gives the live heap: fetching /debug/pprof/heap?gc=1 forces a garbage collection.
+func writeMemoryCorefile(w *bufio.Writer, o options, variant memoryVariant) error {
 	if err := serverBlock(w, o); err != nil {
 		return err
+	}
+	if variant == memoryReload {
+		fmt.Fprintf(w, "\tprometheus %s\n", o.metricsAddr)
 	}
 	fmt.Fprintln(w, "\tamtrelay in-addr.arpa ip6.arpa {")
 	for i := 0; i < 8; i++ {
 		fmt.Fprintf(w, "\t\trelay relay%d 192.0.2.%d 2001:db8::%d\n", i, i+1, i+1)
 	}
 	switch {
-	case base:
+	case variant == memoryBase:
 		fmt.Fprintln(w, "\t\tsource 192.0.2.0/24 relay0")
+	case variant == memoryReload:
+		fmt.Fprintf(w, "\t\tsources sources-reload.txt reload %s\n", o.reload)
 	case o.memInline:
 		if err := writeMemorySources(w, o, "\t\tsource "); err != nil {
 			return err
