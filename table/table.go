@@ -382,11 +382,13 @@ func (o *overlay) next(e *entry) {
 	}
 }
 
-// all yields the entries in key order.
+// all yields the entries in key order, from the start each time it is
+// ranged over.
 func (o overlay) all() iter.Seq[*entry] {
 	return func(yield func(*entry) bool) {
-		for e := o.peek(); e != nil && yield(e); e = o.peek() {
-			o.next(e)
+		w := o
+		for e := w.peek(); e != nil && yield(e); e = w.peek() {
+			w.next(e)
 		}
 	}
 }
@@ -484,17 +486,25 @@ func (b *Builder) update(prev *Table, eff overlay, limit int) *Table {
 		known[string(key)] = uint32(i)
 	}
 	ids := newSetMap(len(b.sets))
+	// idOf is called once for every entry of eff, so it also counts the
+	// sets in use.
+	used := make([]bool, len(sets))
+	inUse := 0
 	idOf := func(e *entry) uint32 {
-		if id, ok := ids.get(e.set); ok {
-			return id
-		}
-		key = setKey(key[:0], b.sets[e.set])
-		id, ok := known[string(key)]
+		id, ok := ids.get(e.set)
 		if !ok {
-			id = uint32(len(sets))
-			sets = append(sets, b.sets[e.set])
+			key = setKey(key[:0], b.sets[e.set])
+			if id, ok = known[string(key)]; !ok {
+				id = uint32(len(sets))
+				sets = append(sets, b.sets[e.set])
+				used = append(used, false)
+			}
+			ids.set(e.set, id)
 		}
-		ids.set(e.set, id)
+		if !used[id] {
+			used[id] = true
+			inUse++
+		}
 		return id
 	}
 
@@ -537,15 +547,7 @@ func (b *Builder) update(prev *Table, eff overlay, limit int) *Table {
 		return nil
 	}
 
-	used := make([]bool, len(sets))
-	n := 0
-	for e := range eff.all() {
-		if id := idOf(e); !used[id] {
-			used[id] = true
-			n++
-		}
-	}
-	if len(sets) > 2*n+16 {
+	if len(sets) > 2*inUse+16 {
 		return nil // mostly sets of the past: a fresh build drops them
 	}
 	trie := prev.trie
@@ -556,7 +558,7 @@ func (b *Builder) update(prev *Table, eff overlay, limit int) *Table {
 			trie = trie.InsertPersist(c.p, c.id)
 		}
 	}
-	return newTable(trie, sets, n)
+	return newTable(trie, sets, inUse)
 }
 
 // setMap maps Builder set numbers to Table set numbers.
