@@ -29,6 +29,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./table
 	$(GO) test -run '^$$' -fuzz '^FuzzInZone$$' -fuzztime $(FUZZTIME) ./revname
 	$(GO) test -run '^$$' -fuzz '^FuzzLineReader$$' -fuzztime 20000x ./table
+	$(GO) test -run '^$$' -fuzz '^FuzzDiffLines$$' -fuzztime $(FUZZTIME) ./table
+	$(GO) test -run '^$$' -fuzz '^FuzzFileLoader$$' -fuzztime $(FUZZTIME) ./table
 
 e2e:
 	bash e2e/run.sh

@@ -228,7 +228,8 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 		index[r.name] = i
 	}
 
-	st := &sourceTable{file: file.path, interval: file.reload, relayIndex: index}
+	st := &sourceTable{file: file.path, interval: file.reload}
+	var overrides []table.Override
 	// The inline lines are checked among themselves (unknown relays, duplicates) in a builder of
 	// their own; over a file's entries they are laid with Override, as they win there.
 	b := table.NewBuilder()
@@ -245,13 +246,18 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 		if err := b.Add(s.prefix, ids, origin); err != nil {
 			return nil, lineErr(s.file, s.line, "source %v", err)
 		}
-		st.inline = append(st.inline, inlineSource{prefix: s.prefix, relays: ids, origin: origin})
+		overrides = append(overrides, table.Override{Prefix: s.prefix, Relays: ids, Origin: origin})
 	}
 	t, err := b.Build()
 	if dup := (*table.DuplicateError)(nil); errors.As(err, &dup) {
 		return nil, lineErr(dup.Dup.File, dup.Dup.Line, "source %v", err)
 	}
 	if file.path != "" {
+		resolve := func(name string) (int, bool) {
+			i, ok := index[name]
+			return i, ok
+		}
+		st.loader = table.NewFileLoader(file.path, resolve, overrides)
 		if t, err = st.load(context.Background()); err != nil {
 			return nil, lineErr(file.corefile, file.line, "sources: %v", err)
 		}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,13 +16,6 @@ import (
 // Default interval of the sources property's reload option.
 const defaultSourcesReload = 5 * time.Second
 
-// inlineSource is a Corefile `source` line with its relay names resolved.
-type inlineSource struct {
-	prefix netip.Prefix
-	relays []int
-	origin table.Origin
-}
-
 // sourceTable is the per-source connectivity table one plugin instance serves from: the inline
 // `source` lines, laid over the entries of a sources file when one is configured. Queries read the
 // current table with one atomic load and no lock. A reload parses the whole file into a new table
@@ -33,10 +24,9 @@ type inlineSource struct {
 type sourceTable struct {
 	current atomic.Pointer[table.Table]
 
-	file       string         // sources file, "" when the table is the inline lines only
-	interval   time.Duration  // how often the file is checked for changes; 0 reads it once
-	inline     []inlineSource // win over file entries for the same prefix
-	relayIndex map[string]int // relay name -> index in config.relays
+	file     string            // sources file, "" when the table is the inline lines only
+	interval time.Duration     // how often the file is checked for changes; 0 reads it once
+	loader   *table.FileLoader // turns versions of file into tables, inline lines laid over
 
 	// Loader state: written by the first load in setup, then only by the watch goroutine.
 	stamp       table.FileStamp // the version of the file last read, loaded or rejected
@@ -61,11 +51,6 @@ func (s *sourceTable) Len() int {
 	return t.Len4() + t.Len6()
 }
 
-func (s *sourceTable) resolve(name string) (int, bool) {
-	i, ok := s.relayIndex[name]
-	return i, ok
-}
-
 // errEmptyFile rejects a sources file of zero bytes: that is what a file being rewritten in place
 // looks like between its truncation and the first write, and loading it would drop every source.
 var errEmptyFile = errors.New("empty file (being rewritten?); a file meant to have no sources needs a comment line")
@@ -75,7 +60,7 @@ var errEmptyFile = errors.New("empty file (being rewritten?); a file meant to ha
 // changed. Every line is checked before anything is built: the result is a whole table or an error
 // naming FILE:LINE for each bad line (table.ParseFile reports the first few).
 func (s *sourceTable) load(ctx context.Context) (*table.Table, error) {
-	stamp, changed, err := table.Check(s.file, s.stamp)
+	text, stamp, changed, err := table.Check(ctx, s.file, s.stamp)
 	if err != nil {
 		// s.stamp stays: a file that comes back unchanged is no change.
 		return nil, err
@@ -85,52 +70,15 @@ func (s *sourceTable) load(ctx context.Context) (*table.Table, error) {
 		return nil, nil
 	}
 	s.stampLoaded = false
-	f, err := os.Open(s.file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	r := &watchedReader{ctx: ctx, f: f}
-	b, err := table.ParseFile(r, s.file, s.resolve)
-	if err != nil {
-		return nil, err
-	}
-	if r.n == 0 {
+	if len(text) == 0 {
 		return nil, fmt.Errorf("%s: %w", s.file, errEmptyFile)
 	}
-	for _, in := range s.inline {
-		// Cannot fail: parse validated the inline lines.
-		if err := b.Override(in.prefix, in.relays, in.origin); err != nil {
-			return nil, &table.LineError{At: in.origin, Err: err}
-		}
-	}
-	t, err := b.BuildFrom(s.current.Load())
+	t, err := s.loader.Load(ctx, text)
 	if err != nil {
-		return nil, err // cannot happen: ParseFile reported the duplicates
+		return nil, err
 	}
 	s.stampLoaded = true
 	return t, nil
-}
-
-// watchedReader ends a parse when the watcher stops, so that shutting down does not wait for a
-// large file to be read to its end, and counts the bytes read, to tell an empty file from a file
-// of comments only.
-type watchedReader struct {
-	ctx context.Context
-	f   *os.File
-	n   int64
-}
-
-// Stat lets table.ParseFile size its entry list from the file's size.
-func (w *watchedReader) Stat() (fs.FileInfo, error) { return w.f.Stat() }
-
-func (w *watchedReader) Read(p []byte) (int, error) {
-	if err := w.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := w.f.Read(p)
-	w.n += int64(n)
-	return n, err
 }
 
 // reload is one check of the sources file: a changed file that parses replaces the table in
@@ -165,7 +113,11 @@ func (s *sourceTable) reload(ctx context.Context) {
 	tableReloads.WithLabelValues("success").Inc()
 	tableLastReload.Set(float64(s.loadedAt.UnixNano()) / 1e9)
 	updateSourcesCount(s)
-	log.Infof("Reloaded %s: %d prefixes", s.file, s.Len())
+	if n := s.loader.ChangedLines(); n >= 0 {
+		log.Infof("Reloaded %s: %d prefixes, %d changed lines applied", s.file, s.Len(), n)
+	} else {
+		log.Infof("Reloaded %s: %d prefixes, whole file parsed", s.file, s.Len())
+	}
 }
 
 // startWatching starts checking the sources file every interval, if there is one to watch.

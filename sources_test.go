@@ -3,6 +3,7 @@ package amtrelay
 import (
 	"bytes"
 	"context"
+	"fmt"
 	golog "log"
 	"net/netip"
 	"os"
@@ -324,6 +325,53 @@ func TestSourcesReloadKeepsOldTableOnError(t *testing.T) {
 	}
 	if got := relaysOf(cfg, "198.51.100.1"); got != "r2" {
 		t.Errorf("Expected the table to outlive its file, got %q", got)
+	}
+}
+
+// A reload of a big file that changed in a few lines applies those lines to the table in service
+// (the log says how many); one with a bad line among them is reported with its line number, as a
+// whole parse would.
+func TestSourcesReloadAppliesChangedLines(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.txt")
+	lines := make([]string, 4096)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("10.%d.%d.0/24 r1", i/256, i%256)
+	}
+	write := func() { writeFile(t, path, strings.Join(lines, "\n")+"\n") }
+	write()
+	cfg, err := parseIn(t, dir, "amtrelay {\nrelay r1 192.0.2.1\nrelay r2 192.0.2.2\nsources s.txt\nsource 10.0.9.0/24 r1\n}")
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	logs := captureLog(t)
+	ctx := context.Background()
+
+	lines[7] = "10.0.7.0/24 r2"     // other relays
+	lines[8] = "# 10.0.8.0/24 gone" // removed
+	lines[9] = "10.0.9.0/24 r2"     // hidden by the inline line
+	lines = append(lines, "203.0.113.0/24 r2")
+	write()
+	cfg.sources.reload(ctx)
+	for addr, want := range map[string]string{
+		"10.0.7.1": "r2", "10.0.8.1": "-", "10.0.9.1": "r1", "203.0.113.1": "r2", "10.15.255.1": "r1",
+	} {
+		if got := relaysOf(cfg, addr); got != want {
+			t.Errorf("Relays of %s: expected %q, got %q", addr, want, got)
+		}
+	}
+	if want := "4096 prefixes, 7 changed lines applied"; !strings.Contains(logs.String(), want) {
+		t.Errorf("Expected the log to say %q, got %q", want, logs)
+	}
+
+	lines[100] = "10.0.100.0/24 r3"
+	write()
+	cfg.sources.reload(ctx)
+	if want := path + `:101: unknown relay "r3"`; !strings.Contains(logs.String(), want) {
+		t.Errorf("Expected the log to say %q, got %q", want, logs)
+	}
+	if got := relaysOf(cfg, "10.0.100.1"); got != "r1" {
+		t.Errorf("Expected the old table after a failed reload, got %q", got)
 	}
 }
 

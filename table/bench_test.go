@@ -3,6 +3,7 @@ package table
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -458,21 +459,28 @@ func BenchmarkBartVariant(b *testing.B) {
 	})
 }
 
-// BenchmarkReload is the reload path of the plugin: ParseFile of the
-// 1.2M-line file and BuildFrom the table of the version before, which
-// differs in `changed` lines. "rebuild" is the same file built without
-// the previous table, a whole new trie.
+// BenchmarkReload is the reload path of the plugin: a new version of the
+// 1.2M-line file, read and hashed, then loaded over the version before,
+// which differs from it in `changed` lines. Each iteration loads the other
+// of the two versions, so every one is a change:
+//
+//	patch    FileLoader.Load, which parses only the changed lines
+//	parse    ParseFile of every line and BuildFrom the previous table
+//	rebuild  ParseFile and a whole new trie
 func BenchmarkReload(b *testing.B) {
+	ctx := context.Background()
 	dir := b.TempDir()
 	base, relays := writeSourcesFile(b, dir, true, 0)
 	resolve := func(n string) (int, bool) { i, ok := relays[n]; return i, ok }
-	load := func(b *testing.B, path string, prev *Table) *Table {
-		f, err := os.Open(path)
+	read := func(b *testing.B, path string) []byte {
+		text, _, err := ReadFile(ctx, path)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer f.Close()
-		bld, err := ParseFile(f, path, resolve)
+		return text
+	}
+	parse := func(b *testing.B, path string, prev *Table) *Table {
+		bld, err := ParseFile(bytes.NewReader(read(b, path)), path, resolve)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -482,29 +490,42 @@ func BenchmarkReload(b *testing.B) {
 		}
 		return t
 	}
-	prev := load(b, base, nil)
-	for _, changed := range []int{0, 1_000, (fileV4 + fileV6) / maxUpdateShare, -1} {
-		name := fmt.Sprintf("changed=%d", changed)
-		path := base
-		if changed > 0 {
-			path, _ = writeSourcesFile(b, dir, true, changed)
-		}
-		from := prev
-		if changed < 0 {
-			name, from = "rebuild", nil
-		}
-		b.Run(name, func(b *testing.B) {
-			heapAfterGC()
-			var cpu time.Duration
-			for b.Loop() {
-				c0 := cpuTime()
-				t := load(b, path, from)
-				cpu += cpuTime() - c0
-				if t.Len4() != fileV4 || t.Len6() != fileV6 {
-					b.Fatalf("Loaded %d + %d prefixes", t.Len4(), t.Len6())
+	for _, changed := range []int{1_000, 5_000, 20_000} {
+		other, _ := writeSourcesFile(b, dir, true, changed)
+		paths := [2]string{base, other}
+		for _, mode := range []string{"patch", "parse", "rebuild"} {
+			b.Run(fmt.Sprintf("changed=%d/%s", changed, mode), func(b *testing.B) {
+				loader := NewFileLoader(base, resolve, nil)
+				prev, err := loader.Load(ctx, read(b, base))
+				if err != nil {
+					b.Fatal(err)
 				}
-			}
-			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
-		})
+				heapAfterGC()
+				var cpu time.Duration
+				i := 0
+				for b.Loop() {
+					i++
+					path := paths[i%2]
+					c0 := cpuTime()
+					var t *Table
+					switch mode {
+					case "patch":
+						if t, err = loader.Load(ctx, read(b, path)); err != nil {
+							b.Fatal(err)
+						}
+					case "parse":
+						t = parse(b, path, prev)
+					case "rebuild":
+						t = parse(b, path, nil)
+					}
+					cpu += cpuTime() - c0
+					if t.Len4() != fileV4 || t.Len6() != fileV6 {
+						b.Fatalf("Loaded %d + %d prefixes", t.Len4(), t.Len6())
+					}
+					prev = t
+				}
+				b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+			})
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -49,13 +50,11 @@ func (e *LineError) Unwrap() error { return e.Err }
 // after a complete relay name is still valid. Writers should replace the
 // file by rename.
 func ParseFile(r io.Reader, name string, resolve func(relay string) (int, bool)) (*Builder, error) {
-	fp := fileParser{b: NewBuilder(), name: name, resolve: resolve, setOf: make(map[string]uint32)}
-	if f, ok := r.(interface{ Stat() (fs.FileInfo, error) }); ok {
+	fp := newFileParser(name, resolve)
+	if size := sizeOf(r); size > 0 {
 		// Knowing the size of the file, size the entry list once rather
 		// than copy it over and over as a million lines arrive.
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-			fp.b.entries = make([]entry, 0, min(fi.Size()/typicalLineLen, 1<<22))
-		}
+		fp.b.entries = make([]entry, 0, min(size/typicalLineLen, 1<<22))
 	}
 	lr := lineReader{r: r}
 
@@ -117,6 +116,20 @@ func ParseFile(r io.Reader, name string, resolve func(relay string) (int, bool))
 	return nil, errors.Join(joined...)
 }
 
+// sizeOf returns the size of what r reads, if r says (an *os.File, a
+// bytes.Reader), or 0.
+func sizeOf(r io.Reader) int64 {
+	switch r := r.(type) {
+	case interface{ Size() int64 }:
+		return r.Size()
+	case interface{ Stat() (fs.FileInfo, error) }:
+		if fi, err := r.Stat(); err == nil && fi.Mode().IsRegular() {
+			return fi.Size()
+		}
+	}
+	return 0
+}
+
 // fileParser keeps ParseFile's buffers between lines, so that a valid line
 // costs no allocation beyond the line itself.
 type fileParser struct {
@@ -132,51 +145,60 @@ type fileParser struct {
 	setOf map[string]uint32
 }
 
+func newFileParser(name string, resolve func(string) (int, bool)) *fileParser {
+	return &fileParser{b: NewBuilder(), name: name, resolve: resolve, setOf: make(map[string]uint32)}
+}
+
 // maxCachedLists bounds setOf, for files where every line has a list of
 // its own.
 const maxCachedLists = 4096
 
 func (fp *fileParser) line(raw string, lineNo int) error {
-	sp, err := tokenize(raw, fp.spans[:0])
-	fp.spans = sp
-	if err != nil {
+	p, set, ok, err := fp.parse(raw)
+	if err != nil || !ok {
 		return err
 	}
-	if len(sp) == 0 {
-		return nil
+	return fp.b.put(p, set, Origin{File: fp.name, Line: lineNo}, false)
+}
+
+// parse returns the prefix of a line and the number of its relay set in
+// fp.b, or ok false for a blank or comment line.
+func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, err error) {
+	sp, err := tokenize(raw, fp.spans[:0])
+	fp.spans = sp
+	if err != nil || len(sp) == 0 {
+		return p, 0, false, err
 	}
 	pfx := raw[sp[0].start:sp[0].end]
-	p, err := ParsePrefix(pfx)
-	if err != nil {
-		return fmt.Errorf("bad prefix %q: %w", pfx, err)
+	if p, err = ParsePrefix(pfx); err != nil {
+		return p, 0, false, fmt.Errorf("bad prefix %q: %w", pfx, err)
 	}
 	if len(sp) == 1 {
-		return fmt.Errorf("no relays for %s", p)
+		return p, 0, false, fmt.Errorf("no relays for %s", p)
 	}
 
 	names := raw[sp[1].start:sp[len(sp)-1].end]
-	set, ok := fp.setOf[names]
-	if !ok {
+	set, cached := fp.setOf[names]
+	if !cached {
 		rs := fp.relays[:0]
 		for _, s := range sp[1:] {
 			n := raw[s.start:s.end]
-			idx, ok := fp.resolve(n)
-			if !ok {
+			idx, known := fp.resolve(n)
+			if !known {
 				fp.relays = rs
-				return fmt.Errorf("unknown relay %q", n)
+				return p, 0, false, fmt.Errorf("unknown relay %q", n)
 			}
 			rs = append(rs, idx)
 		}
 		fp.relays = rs
-		set, err = fp.b.intern(rs)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
+		if set, err = fp.b.intern(rs); err != nil {
+			return p, 0, false, fmt.Errorf("%s: %w", p, err)
 		}
 		if len(fp.setOf) < maxCachedLists {
 			fp.setOf[strings.Clone(names)] = set
 		}
 	}
-	return fp.b.put(p, set, Origin{File: fp.name, Line: lineNo}, false)
+	return p, set, true, nil
 }
 
 // lineReader splits a file into lines. It converts the file to strings a

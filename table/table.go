@@ -34,10 +34,10 @@ type Table struct {
 	// distinct relay sets, so the trie stores a set number and the sets
 	// live here once each.
 	sets [][]int
-	// used counts the sets some prefix refers to; a table built from a
-	// previous one keeps that one's sets, some of which nothing may refer
-	// to any more.
-	used int
+	// refs counts the prefixes that refer to each set. A table built from
+	// a previous one keeps that one's set numbers, as it shares its trie
+	// nodes, so some sets may have no prefix left.
+	refs []uint32
 }
 
 // Lookup returns the relays of the longest prefix containing addr. The slice
@@ -79,7 +79,23 @@ func (t *Table) NumSets() int {
 	if t == nil {
 		return 0
 	}
-	return t.used
+	return setsInUse(t.refs)
+}
+
+func setsInUse(refs []uint32) int {
+	n := 0
+	for _, r := range refs {
+		if r > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// tooManyStale reports whether most sets are ones no prefix refers to any
+// more, which a fresh build would drop.
+func tooManyStale(refs []uint32) bool {
+	return len(refs) > 2*setsInUse(refs)+16
 }
 
 // Origin says where an entry came from, for error messages.
@@ -449,25 +465,31 @@ func (b *Builder) BuildFrom(prev *Table) (*Table, error) {
 // to are kept.
 func (b *Builder) fresh(eff overlay) *Table {
 	ids := newSetMap(len(b.sets))
-	var sets [][]int
+	var (
+		sets [][]int
+		refs []uint32
+	)
 	trie := new(bart.Table[uint32])
 	for e := range eff.all() {
 		id, ok := ids.get(e.set)
 		if !ok {
 			id = uint32(len(sets))
 			sets = append(sets, b.sets[e.set])
+			refs = append(refs, 0)
 			ids.set(e.set, id)
 		}
+		refs[id]++
 		trie.Insert(e.prefix(), id)
 	}
-	return newTable(trie, sets, len(sets))
+	return newTable(trie, sets, refs)
 }
 
 // maxUpdateShare: BuildFrom rebuilds from scratch when more than one entry
-// in maxUpdateShare changed. A persistent insert copies a path of nodes
-// and costs several times a plain one, so past this share a new trie is
-// cheaper; the figures are in BenchmarkReload.
-const maxUpdateShare = 8
+// in maxUpdateShare changed. A persistent insert or delete copies a path
+// of nodes, about 10 µs at 1.2M prefixes against 0.3 µs per prefix for a
+// whole new trie, so past this share a new trie is cheaper; the figures
+// are in BenchmarkReload.
+const maxUpdateShare = 128
 
 // update returns prev with the changes that turn it into eff, or nil when
 // a fresh build is better: no prev, more than limit changes, or too many
@@ -476,37 +498,10 @@ func (b *Builder) update(prev *Table, eff overlay, limit int) *Table {
 	if prev == nil || prev.trie == nil || prev.trie.Size() == 0 {
 		return nil
 	}
-	// The new table keeps prev's set numbers, as the shared trie nodes
-	// hold them, and appends the sets prev does not have.
-	sets := slices.Clip(prev.sets)
-	known := make(map[string]uint32, len(sets))
-	var key []byte
-	for i, s := range sets {
-		key = setKey(key[:0], s)
-		known[string(key)] = uint32(i)
-	}
-	ids := newSetMap(len(b.sets))
-	// idOf is called once for every entry of eff, so it also counts the
-	// sets in use.
-	used := make([]bool, len(sets))
-	inUse := 0
-	idOf := func(e *entry) uint32 {
-		id, ok := ids.get(e.set)
-		if !ok {
-			key = setKey(key[:0], b.sets[e.set])
-			if id, ok = known[string(key)]; !ok {
-				id = uint32(len(sets))
-				sets = append(sets, b.sets[e.set])
-				used = append(used, false)
-			}
-			ids.set(e.set, id)
-		}
-		if !used[id] {
-			used[id] = true
-			inUse++
-		}
-		return id
-	}
+	// idOf is called once for every entry of eff, so the references
+	// are counted from zero.
+	sets := newSetNumbers(prev, b, make([]uint32, len(prev.refs)))
+	idOf := func(e *entry) uint32 { return sets.ref(e.set) }
 
 	type change struct {
 		p   netip.Prefix
@@ -547,7 +542,7 @@ func (b *Builder) update(prev *Table, eff overlay, limit int) *Table {
 		return nil
 	}
 
-	if len(sets) > 2*inUse+16 {
+	if tooManyStale(sets.refs) {
 		return nil // mostly sets of the past: a fresh build drops them
 	}
 	trie := prev.trie
@@ -558,7 +553,64 @@ func (b *Builder) update(prev *Table, eff overlay, limit int) *Table {
 			trie = trie.InsertPersist(c.p, c.id)
 		}
 	}
-	return newTable(trie, sets, inUse)
+	return sets.table(trie)
+}
+
+// setNumbers gives a Builder's sets the numbers they have in a table
+// derived from prev, and counts the references to them: prev's number for
+// a set prev has, as the trie nodes shared with prev hold those, and the
+// next free one for a set it lacks.
+type setNumbers struct {
+	sets  [][]int // prev's, then the new ones
+	refs  []uint32
+	known map[string]uint32
+	ids   setMap // Builder set -> number, once looked up
+	b     *Builder
+	key   []byte
+}
+
+// newSetNumbers starts from the reference counts refs.
+func newSetNumbers(prev *Table, b *Builder, refs []uint32) *setNumbers {
+	n := &setNumbers{
+		sets:  slices.Clip(prev.sets),
+		refs:  refs,
+		known: make(map[string]uint32, len(prev.sets)),
+		ids:   newSetMap(len(b.sets)),
+		b:     b,
+	}
+	for i, s := range n.sets {
+		n.key = setKey(n.key[:0], s)
+		n.known[string(n.key)] = uint32(i)
+	}
+	return n
+}
+
+// ref returns the number of the Builder's set, one more prefix referring
+// to it.
+func (n *setNumbers) ref(set uint32) uint32 {
+	id, ok := n.ids.get(set)
+	if !ok {
+		n.key = setKey(n.key[:0], n.b.sets[set])
+		if id, ok = n.known[string(n.key)]; !ok {
+			id = uint32(len(n.sets))
+			n.sets = append(n.sets, n.b.sets[set])
+			n.known[string(n.key)] = id
+		}
+		n.ids.set(set, id)
+	}
+	for int(id) >= len(n.refs) {
+		n.refs = append(n.refs, 0)
+	}
+	n.refs[id]++
+	return id
+}
+
+// unref counts one prefix fewer referring to set number id.
+func (n *setNumbers) unref(id uint32) { n.refs[id]-- }
+
+// table returns the Table of trie with these sets.
+func (n *setNumbers) table(trie *bart.Table[uint32]) *Table {
+	return newTable(trie, n.sets, n.refs)
 }
 
 // setMap maps Builder set numbers to Table set numbers.
@@ -580,13 +632,13 @@ func (m setMap) set(set, id uint32)            { m[set] = id }
 // newTable puts the sets in one backing array, each slice capped at its
 // length so that a caller appending to a Lookup result gets a copy instead
 // of overwriting the next set.
-func newTable(trie *bart.Table[uint32], sets [][]int, used int) *Table {
+func newTable(trie *bart.Table[uint32], sets [][]int, refs []uint32) *Table {
 	n := 0
 	for _, s := range sets {
 		n += len(s)
 	}
 	flat := make([]int, 0, n)
-	t := &Table{trie: trie, sets: make([][]int, len(sets)), used: used}
+	t := &Table{trie: trie, sets: make([][]int, len(sets)), refs: refs}
 	for i, s := range sets {
 		start := len(flat)
 		flat = append(flat, s...)

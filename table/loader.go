@@ -1,0 +1,360 @@
+package table
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Override is an entry that wins over the file's entry for the same prefix
+// (an inline Corefile line).
+type Override struct {
+	Prefix netip.Prefix
+	Relays []int
+	Origin Origin
+}
+
+// FileLoader turns successive versions of one sources file into Tables.
+// It keeps the text of the version it loaded last: a new version that
+// differs in a few lines then costs a comparison of the two texts and the
+// parsing of the lines that changed, applied to the previous table by
+// copy-on-write, rather than a parse of every line. A routing-table-sized
+// file regenerated every few seconds with a handful of changed routes is
+// the case this is for.
+//
+// A FileLoader is not safe for concurrent use; the Tables it returns are.
+type FileLoader struct {
+	name      string
+	resolve   func(relay string) (int, bool)
+	overrides []Override
+
+	// The version last loaded, which the next one is compared with.
+	text  []byte
+	table *Table
+	// fileHas holds the prefix of every override, and whether text also
+	// has a line for it: such a line is hidden in the table, but a second
+	// line for the same prefix is still a duplicate.
+	fileHas map[netip.Prefix]bool
+	changed int // lines the last Load applied, -1 for a whole parse
+}
+
+// NewFileLoader returns a loader for the file called name (used in
+// messages and origins); resolve maps a relay name to its index, and
+// overrides are laid over every version.
+func NewFileLoader(name string, resolve func(relay string) (int, bool), overrides []Override) *FileLoader {
+	return &FileLoader{name: name, resolve: resolve, overrides: overrides}
+}
+
+// Load returns the table of text, the whole contents of a version of the
+// file, with the overrides laid over it. It fails as ParseFile does, with
+// the same messages, or with ctx's error if ctx ends first. On success
+// the loader keeps text, which the caller must not modify afterwards.
+func (l *FileLoader) Load(ctx context.Context, text []byte) (*Table, error) {
+	if t, fileHas, changed, ok := l.patch(text); ok {
+		l.text, l.table, l.fileHas, l.changed = text, t, fileHas, changed
+		return t, nil
+	}
+	b, err := ParseFile(&ctxReader{ctx: ctx, r: bytes.NewReader(text)}, l.name, l.resolve)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	for _, o := range l.overrides {
+		if err := b.Override(o.Prefix, o.Relays, o.Origin); err != nil {
+			return nil, &LineError{At: o.Origin, Err: err}
+		}
+	}
+	t, err := b.BuildFrom(l.table)
+	if err != nil {
+		return nil, err // cannot happen: ParseFile reported the duplicates
+	}
+	fileHas := make(map[netip.Prefix]bool, len(l.overrides))
+	for _, o := range l.overrides {
+		p, _ := normalize(o.Prefix) // Override above succeeded
+		fileHas[p] = b.has(p)
+	}
+	l.text, l.table, l.fileHas, l.changed = text, t, fileHas, -1
+	return t, nil
+}
+
+// ChangedLines returns the number of changed lines (old and new ones) the
+// last successful Load applied to the table before it, or -1 if it parsed
+// the whole file.
+func (l *FileLoader) ChangedLines() int { return l.changed }
+
+// maxPatchShare: Load parses the whole file when more than one line in
+// maxPatchShare changed. A changed route is two lines (the old one and the
+// new one) and one persistent insert, so this allows about as many inserts
+// as BuildFrom's maxUpdateShare, which a whole parse would then apply.
+const maxPatchShare = maxUpdateShare / 2
+
+// patch returns the table of text made from the one of the version
+// loaded last, and ok false when that is not possible or not worth it:
+// no version loaded yet, too many changes, or a changed line with a
+// problem, which a full parse reports with its line number.
+func (l *FileLoader) patch(text []byte) (t *Table, fileHas map[netip.Prefix]bool, changed int, ok bool) {
+	prev := l.table
+	if prev == nil || prev.trie == nil {
+		return nil, nil, 0, false
+	}
+	// A small file is cheap to parse whole, but as cheap to patch.
+	limit := max(prev.trie.Size()/maxPatchShare, 16)
+	removed, added, ok := diffLines(l.text, text, limit)
+	if !ok {
+		return nil, nil, 0, false
+	}
+
+	// The lines that left: their prefixes, which parsed when they came.
+	fp := newFileParser(l.name, l.resolve)
+	gone := make(map[netip.Prefix]bool, len(removed))
+	for _, ln := range removed {
+		raw := ln.text()
+		sp, err := tokenize(raw, fp.spans[:0])
+		fp.spans = sp
+		if err != nil {
+			return nil, nil, 0, false
+		}
+		if len(sp) == 0 {
+			continue
+		}
+		p, err := ParsePrefix(raw[sp[0].start:sp[0].end])
+		if err != nil {
+			return nil, nil, 0, false
+		}
+		gone[p] = true
+	}
+	// The lines that came, fully checked.
+	for _, ln := range added {
+		if fp.line(ln.text(), 0) != nil {
+			return nil, nil, 0, false
+		}
+	}
+	if dups, _ := fp.b.duplicates(1); len(dups) > 0 {
+		return nil, nil, 0, false
+	}
+
+	fileHas = maps.Clone(l.fileHas)
+	sets := newSetNumbers(prev, fp.b, slices.Clone(prev.refs))
+	trie := prev.trie
+	for p := range gone {
+		if _, over := fileHas[p]; over {
+			fileHas[p] = false
+			delete(gone, p)
+		}
+	}
+	// Insert the new lines' prefixes first: a line whose relays changed
+	// is then one insert that replaces the old value, rather than a
+	// delete and an insert, each of which copies a path of the trie.
+	for i := range fp.b.entries {
+		e := &fp.b.entries[i]
+		p := e.prefix()
+		if has, over := fileHas[p]; over {
+			if has {
+				return nil, nil, 0, false // a second line for the prefix
+			}
+			fileHas[p] = true
+			continue
+		}
+		if old, found := trie.Get(p); found {
+			if !gone[p] {
+				return nil, nil, 0, false // a line that stayed has the prefix
+			}
+			delete(gone, p)
+			sets.unref(old)
+		}
+		trie = trie.InsertPersist(p, sets.ref(e.set))
+	}
+	for p := range gone {
+		old, found := trie.Get(p)
+		if !found {
+			return nil, nil, 0, false // cannot happen: the old text had the line
+		}
+		sets.unref(old)
+		trie = trie.DeletePersist(p)
+	}
+	if tooManyStale(sets.refs) {
+		return nil, nil, 0, false
+	}
+	return sets.table(trie), fileHas, len(removed) + len(added), true
+}
+
+// has reports whether an Add entry has prefix p; the entries must be
+// sorted.
+func (b *Builder) has(p netip.Prefix) bool {
+	var k entry
+	k.addr, k.bits, k.is4 = entryKey(p)
+	_, found := slices.BinarySearchFunc(b.entries, k, cmpKey2)
+	return found
+}
+
+// fileLine is a line of a file's text, without its "\n".
+type fileLine struct {
+	buf   []byte
+	start int
+	end   int
+}
+
+// text returns the line as ParseFile sees it: a byte order mark at the
+// start of the file is not part of it.
+func (l fileLine) text() string {
+	s := string(l.buf[l.start:l.end])
+	if l.start == 0 {
+		s = strings.TrimPrefix(s, "\uFEFF")
+	}
+	return s
+}
+
+// resyncWindow is how many lines past a difference diffLines looks for
+// the two texts to agree again. Changes to a routing-table file come as a
+// few lines here and there; a block of new lines longer than this ends
+// the comparison and the file is parsed whole.
+const resyncWindow = 64
+
+// diffLines returns the lines of old that are not in new and the lines of
+// new that are not in old, matching the two in order, or ok false when
+// they differ by more than limit lines or by a block too long to match
+// up. Equal stretches are compared as whole runs of bytes, not line by
+// line, so two texts of a million lines that differ in a few cost little
+// more than a memory comparison.
+//
+// Any matching of equal lines gives a correct answer; a poor one only
+// reports more lines as changed than need be.
+func diffLines(old, new []byte, limit int) (removed, added []fileLine, ok bool) {
+	i, j := 0, 0 // starts of lines, in old and new
+	for {
+		n := commonPrefix(old[i:], new[j:])
+		if i+n == len(old) && j+n == len(new) {
+			return removed, added, true
+		}
+		// Back to the start of the line where they part.
+		k := bytes.LastIndexByte(old[i:i+n], '\n') + 1
+		i, j = i+k, j+k
+
+		a, b, matched := resync(old, i, new, j)
+		if a < 0 {
+			return nil, nil, false
+		}
+		for range a {
+			var ln fileLine
+			ln, i = lineAt(old, i)
+			removed = append(removed, ln)
+		}
+		for range b {
+			var ln fileLine
+			ln, j = lineAt(new, j)
+			added = append(added, ln)
+		}
+		if len(removed)+len(added) > limit {
+			return nil, nil, false
+		}
+		if matched {
+			_, i = lineAt(old, i)
+			_, j = lineAt(new, j)
+		}
+	}
+}
+
+// resync finds the nearest pair of equal lines, the a-th line of old from
+// i and the b-th of new from j, nearest meaning smallest a+b. When there
+// is none within resyncWindow lines but one text ends within it, every
+// line left in both is a change: matched is false and a and b count
+// them. a is -1 when neither holds.
+func resync(old []byte, i int, new []byte, j int) (a, b int, matched bool) {
+	olds := lineWindow{buf: old, next: i}
+	news := lineWindow{buf: new, next: j}
+	// Most differences are a line or two: lines are split off as the
+	// search reaches them.
+	for s := 0; s <= 2*resyncWindow; s++ {
+		olds.extend(s)
+		news.extend(s)
+		for a := max(0, s-len(news.lines)+1); a <= min(s, len(olds.lines)-1); a++ {
+			if bytes.Equal(olds.lines[a].bytes(), news.lines[s-a].bytes()) {
+				return a, s - a, true
+			}
+		}
+	}
+	if olds.ended() || news.ended() {
+		return countLines(old, i), countLines(new, j), false
+	}
+	return -1, 0, false
+}
+
+func (l fileLine) bytes() []byte { return l.buf[l.start:l.end] }
+
+// lineWindow is the next few lines of a text, split off as needed.
+type lineWindow struct {
+	buf   []byte
+	next  int // start of the line after the last of lines
+	lines []fileLine
+}
+
+// extend splits off lines until there are n+1 of them, at most
+// resyncWindow+1, or the text ends.
+func (w *lineWindow) extend(n int) {
+	for len(w.lines) <= min(n, resyncWindow) && w.next < len(w.buf) {
+		var ln fileLine
+		ln, w.next = lineAt(w.buf, w.next)
+		w.lines = append(w.lines, ln)
+	}
+}
+
+// ended reports whether the text ends within the window.
+func (w *lineWindow) ended() bool { return w.next == len(w.buf) && len(w.lines) <= resyncWindow }
+
+// lineAt returns the line of buf starting at off, and the start of the
+// next one.
+func lineAt(buf []byte, off int) (fileLine, int) {
+	end := bytes.IndexByte(buf[off:], '\n')
+	if end < 0 {
+		return fileLine{buf, off, len(buf)}, len(buf)
+	}
+	return fileLine{buf, off, off + end}, off + end + 1
+}
+
+// countLines returns the number of lines of buf from off, a last one
+// without "\n" included.
+func countLines(buf []byte, off int) int {
+	n := bytes.Count(buf[off:], []byte{'\n'})
+	if len(buf) > off && buf[len(buf)-1] != '\n' {
+		n++
+	}
+	return n
+}
+
+// commonPrefix returns the length of the longest common prefix of a and
+// b. It compares blocks with bytes.Equal, which runs at memory speed, and
+// only goes byte by byte in the block where they differ.
+func commonPrefix(a, b []byte) int {
+	const block = 256
+	n := min(len(a), len(b))
+	i := 0
+	for i+block <= n && bytes.Equal(a[i:i+block], b[i:i+block]) {
+		i += block
+	}
+	for i < n && a[i] == b[i] {
+		i++
+	}
+	return i
+}
+
+// ctxReader ends a read when ctx ends, so that a parse of a big file
+// stops soon after the caller gives up on it.
+type ctxReader struct {
+	ctx context.Context
+	r   *bytes.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Size lets ParseFile size its entry list.
+func (c *ctxReader) Size() int64 { return c.r.Size() }
