@@ -369,7 +369,8 @@ func writeSourcesFile(tb testing.TB, dir string, sorted bool, changed int) (stri
 }
 
 // BenchmarkParseFile loads the generated file, lines in address order and
-// in random order: ParseFile alone, and ParseFile + Build, the reload path.
+// in random order: ParseFile alone, and ParseFile + Build, a load without
+// a previous table.
 func BenchmarkParseFile(b *testing.B) {
 	for _, sorted := range []bool{true, false} {
 		order := "sorted"
@@ -378,7 +379,7 @@ func BenchmarkParseFile(b *testing.B) {
 		}
 		path, relays := writeSourcesFile(b, b.TempDir(), sorted, 0)
 		resolve := func(n string) (int, bool) { i, ok := relays[n]; return i, ok }
-		fi, err := os.Stat(path)
+		text, _, err := ReadFile(bg, path)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -388,17 +389,12 @@ func BenchmarkParseFile(b *testing.B) {
 				name += "+build"
 			}
 			b.Run(name, func(b *testing.B) {
-				b.SetBytes(fi.Size())
+				b.SetBytes(int64(len(text)))
 				heapAfterGC()
 				var cpu time.Duration
 				for b.Loop() {
 					c0 := cpuTime()
-					f, err := os.Open(path)
-					if err != nil {
-						b.Fatal(err)
-					}
-					bld, err := ParseFile(f, path, resolve)
-					f.Close()
+					bld, err := ParseFile(bg, text, path, resolve)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -472,7 +468,7 @@ func BenchmarkReload(b *testing.B) {
 	dir := b.TempDir()
 	base, relays := writeSourcesFile(b, dir, true, 0)
 	resolve := func(n string) (int, bool) { i, ok := relays[n]; return i, ok }
-	read := func(b *testing.B, path string) []byte {
+	read := func(b *testing.B, path string) string {
 		text, _, err := ReadFile(ctx, path)
 		if err != nil {
 			b.Fatal(err)
@@ -480,7 +476,7 @@ func BenchmarkReload(b *testing.B) {
 		return text
 	}
 	parse := func(b *testing.B, path string, prev *Table) *Table {
-		bld, err := ParseFile(bytes.NewReader(read(b, path)), path, resolve)
+		bld, err := ParseFile(ctx, read(b, path), path, resolve)
 		if err != nil {
 			b.Fatal(err)
 		}

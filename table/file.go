@@ -1,11 +1,9 @@
 package table
 
 import (
-	"bytes"
+	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"net/netip"
 	"slices"
 	"strings"
@@ -19,6 +17,10 @@ const MaxLineLen = 4096
 // typicalLineLen is about the length of a line with a prefix and a relay
 // or two, for estimating a file's lines from its size.
 const typicalLineLen = 32
+
+// ctxCheckLines is how often ParseFile checks its context, in lines: a few
+// milliseconds of parsing.
+const ctxCheckLines = 1 << 14
 
 // maxReported caps the errors ParseFile collects: enough to fix a batch of
 // mistakes per round, few enough to fit in a log line.
@@ -34,10 +36,11 @@ type LineError struct {
 func (e *LineError) Error() string { return e.At.String() + ": " + e.Err.Error() }
 func (e *LineError) Unwrap() error { return e.Err }
 
-// ParseFile reads a sources file: one "PREFIX RELAY..." entry per line,
-// fields separated by spaces or tabs, "#" starting a comment, blank lines
-// ignored, CRLF line ends accepted. name is only used in messages and
-// origins; resolve maps a relay name to its index.
+// ParseFile parses text, the contents of a sources file: one
+// "PREFIX RELAY..." entry per line, fields separated by spaces or tabs, "#"
+// starting a comment, blank lines ignored, CRLF line ends accepted. name is
+// only used in messages and origins; resolve maps a relay name to its
+// index. When ctx ends, the parse stops with ctx's error.
 //
 // Every line is checked, also after the first error, and the result is all
 // or nothing: on success the Builder holds the whole file, on failure the
@@ -49,38 +52,32 @@ func (e *LineError) Unwrap() error { return e.Err }
 // parses) rather than loading short. That is not guaranteed: a line cut
 // after a complete relay name is still valid. Writers should replace the
 // file by rename.
-func ParseFile(r io.Reader, name string, resolve func(relay string) (int, bool)) (*Builder, error) {
+func ParseFile(ctx context.Context, text, name string, resolve func(relay string) (int, bool)) (*Builder, error) {
 	fp := newFileParser(name, resolve)
-	if size := sizeOf(r); size > 0 {
-		// Knowing the size of the file, size the entry list once rather
-		// than copy it over and over as a million lines arrive.
-		fp.b.entries = make([]entry, 0, min(size/typicalLineLen, 1<<22))
-	}
-	lr := lineReader{r: r}
+	// Size the entry list once rather than copy it over and over as a
+	// million lines arrive.
+	fp.b.entries = make([]entry, 0, min(len(text)/typicalLineLen, 1<<22))
 
 	var (
 		errs    []*LineError // in line order
 		dropped int
 	)
-	for lineNo := 1; ; lineNo++ {
-		raw, tooLong, err := lr.next()
-		if err == io.EOF {
-			break
+	rest := text
+	for lineNo := 1; rest != ""; lineNo++ {
+		if lineNo%ctxCheckLines == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		if err != nil {
-			errs = append(errs, &LineError{At: Origin{File: name, Line: lineNo}, Err: fmt.Errorf("read: %w", err)})
-			break
+		var raw string
+		if i := strings.IndexByte(rest, '\n'); i >= 0 {
+			raw, rest = rest[:i], rest[i+1:]
+		} else {
+			raw, rest = rest, ""
 		}
 		if lineNo == 1 {
 			// Some Windows editors start UTF-8 files with a byte order mark.
 			raw = strings.TrimPrefix(raw, "\uFEFF")
 		}
-		var perr error
-		if tooLong {
-			perr = fmt.Errorf("line longer than %d bytes", MaxLineLen)
-		} else {
-			perr = fp.line(raw, lineNo)
-		}
+		perr := fp.line(raw, lineNo)
 		if perr == nil {
 			continue
 		}
@@ -114,20 +111,6 @@ func ParseFile(r io.Reader, name string, resolve func(relay string) (int, bool))
 		joined = append(joined, fmt.Errorf("%s: %d more errors not shown", name, dropped))
 	}
 	return nil, errors.Join(joined...)
-}
-
-// sizeOf returns the size of what r reads, if r says (an *os.File, a
-// bytes.Reader), or 0.
-func sizeOf(r io.Reader) int64 {
-	switch r := r.(type) {
-	case interface{ Size() int64 }:
-		return r.Size()
-	case interface{ Stat() (fs.FileInfo, error) }:
-		if fi, err := r.Stat(); err == nil && fi.Mode().IsRegular() {
-			return fi.Size()
-		}
-	}
-	return 0
 }
 
 // fileParser keeps ParseFile's buffers between lines, so that a valid line
@@ -199,91 +182,6 @@ func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, er
 		}
 	}
 	return p, set, true, nil
-}
-
-// lineReader splits a file into lines. It converts the file to strings a
-// block at a time, and lines are substrings of their block: a million-line
-// file costs a few hundred allocations instead of a million.
-type lineReader struct {
-	r     io.Reader
-	block string // whole lines not yet returned, each ending in "\n"
-	buf   []byte // bytes read after the last "\n"
-	err   error  // from r, once block and buf are used up
-	long  bool   // an over-long line follows the lines of block
-	skip  bool   // the head of buf is the rest of that line
-}
-
-// readSize is what lineReader reads at a time. Its blocks stay well below
-// 32 KiB, the size past which Go allocates each object on fresh pages of
-// its own, and above MaxLineLen, so that a line fits in one.
-const readSize = 8 << 10
-
-// next returns the next line without its "\n", or io.EOF after the last
-// one. A line longer than MaxLineLen (a "\r" before the "\n" aside) is
-// reported with tooLong set and its text left out, and the next call goes on
-// with the line after it.
-func (lr *lineReader) next() (line string, tooLong bool, err error) {
-	for {
-		if i := strings.IndexByte(lr.block, '\n'); i >= 0 {
-			line, lr.block = lr.block[:i], lr.block[i+1:]
-			if len(line) > MaxLineLen+1 {
-				return "", true, nil
-			}
-			return line, false, nil
-		}
-		if lr.long {
-			lr.long = false
-			return "", true, nil
-		}
-		if lr.err != nil {
-			if lr.skip || len(lr.buf) == 0 {
-				return "", false, lr.err
-			}
-			// The last line, without a "\n".
-			line, lr.buf = string(lr.buf), nil
-			if lr.err != io.EOF {
-				// Cut short by the error: not a line to parse.
-				return "", false, lr.err
-			}
-			if len(line) > MaxLineLen+1 {
-				return "", true, nil
-			}
-			return line, false, nil
-		}
-		lr.fill()
-	}
-}
-
-// fill reads once, and moves the whole lines in buf to block.
-func (lr *lineReader) fill() {
-	if cap(lr.buf)-len(lr.buf) < readSize/2 {
-		lr.buf = slices.Grow(lr.buf, readSize)
-	}
-	n, err := lr.r.Read(lr.buf[len(lr.buf):cap(lr.buf)])
-	read := lr.buf[len(lr.buf) : len(lr.buf)+n]
-	lr.buf = lr.buf[:len(lr.buf)+n]
-	if err != nil {
-		lr.err = err
-	}
-	if lr.skip {
-		i := bytes.IndexByte(read, '\n')
-		if i < 0 {
-			lr.buf = lr.buf[:0]
-			return
-		}
-		lr.buf = lr.buf[:copy(lr.buf, read[i+1:])]
-		lr.skip = false
-	}
-	if last := bytes.LastIndexByte(lr.buf, '\n'); last >= 0 {
-		lr.block = string(lr.buf[:last+1])
-		lr.buf = lr.buf[:copy(lr.buf, lr.buf[last+1:])]
-	}
-	if len(lr.buf) > MaxLineLen+1 && lr.err == nil {
-		// An over-long line with no end in sight: report it after the
-		// lines of block, and drop the rest of it as it comes.
-		lr.buf = lr.buf[:0]
-		lr.long, lr.skip = true, true
-	}
 }
 
 // ParseLine splits one line of a sources file into the prefix and relay

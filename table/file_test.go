@@ -1,17 +1,19 @@
 package table
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
-	"testing/iotest"
 )
 
 var testRelays = map[string]int{"r1": 1, "r2": 2, "r3": 3}
+
+// bg is the context of parses that run to their end.
+var bg = context.Background()
 
 func resolveTest(name string) (int, bool) {
 	i, ok := testRelays[name]
@@ -29,7 +31,7 @@ func TestParseFile(t *testing.T) {
 		"192.0.2.1 r3\n" +
 		"::ffff:192.0.2.0/120 r2#comment right after a field\n" +
 		"2001:db8:1::1 r2 r3"
-	b, err := ParseFile(strings.NewReader(file), "sources.txt", resolveTest)
+	b, err := ParseFile(bg, file, "sources.txt", resolveTest)
 	if err != nil {
 		t.Fatalf("ParseFile: %v", err)
 	}
@@ -57,7 +59,7 @@ func TestParseFile(t *testing.T) {
 }
 
 func TestParseFileOrigins(t *testing.T) {
-	b, err := ParseFile(strings.NewReader("# x\n10.0.0.0/8 r1\n"), "a.txt", resolveTest)
+	b, err := ParseFile(bg, "# x\n10.0.0.0/8 r1\n", "a.txt", resolveTest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +73,7 @@ func TestParseFileOrigins(t *testing.T) {
 
 func TestParseFileEmpty(t *testing.T) {
 	for _, in := range []string{"", "\n", "# only a comment", "\r\n\r\n", "\uFEFF"} {
-		b, err := ParseFile(strings.NewReader(in), "empty.txt", resolveTest)
+		b, err := ParseFile(bg, in, "empty.txt", resolveTest)
 		if err != nil || b.Len() != 0 {
 			t.Errorf("ParseFile(%q) = %v entries, %v; want an empty builder", in, b.Len(), err)
 		}
@@ -79,12 +81,12 @@ func TestParseFileEmpty(t *testing.T) {
 }
 
 func TestParseFileBOM(t *testing.T) {
-	b, err := ParseFile(strings.NewReader("\uFEFF10.0.0.0/8 r1\n"), "bom.txt", resolveTest)
+	b, err := ParseFile(bg, "\uFEFF10.0.0.0/8 r1\n", "bom.txt", resolveTest)
 	if err != nil || b.Len() != 1 {
 		t.Fatalf("File with byte order mark: %v", err)
 	}
 	// Only at the very start; elsewhere it is just a bad prefix.
-	_, err = ParseFile(strings.NewReader("10.0.0.0/8 r1\n\uFEFF11.0.0.0/8 r1\n"), "bom.txt", resolveTest)
+	_, err = ParseFile(bg, "10.0.0.0/8 r1\n\uFEFF11.0.0.0/8 r1\n", "bom.txt", resolveTest)
 	if err == nil || !strings.HasPrefix(err.Error(), "bom.txt:2: bad prefix") {
 		t.Errorf("Byte order mark on line 2: %v", err)
 	}
@@ -119,7 +121,7 @@ func TestParseFileErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := ParseFile(strings.NewReader(tc.in), "src.txt", resolveTest)
+			b, err := ParseFile(bg, tc.in, "src.txt", resolveTest)
 			if err == nil {
 				t.Fatalf("ParseFile succeeded with %d entries, want %q", b.Len(), tc.want)
 			}
@@ -142,14 +144,14 @@ func TestParseFileLineLimit(t *testing.T) {
 	line := "10.0.0.0/8 r1 #"
 	line += strings.Repeat("x", MaxLineLen-len(line))
 	for _, end := range []string{"\n", "\r\n", ""} {
-		if _, err := ParseFile(strings.NewReader(line+end), "f", resolveTest); err != nil {
+		if _, err := ParseFile(bg, line+end, "f", resolveTest); err != nil {
 			t.Errorf("Line of %d bytes ending in %q: %v", len(line), end, err)
 		}
 	}
 	// A line longer than the reader's buffer is skipped as a whole and
 	// the next line is still checked.
 	huge := strings.Repeat("1", 200<<10)
-	_, err := ParseFile(strings.NewReader(huge+"\n10.0.0.0/8 r9\n"), "f", resolveTest)
+	_, err := ParseFile(bg, huge+"\n10.0.0.0/8 r9\n", "f", resolveTest)
 	want := fmt.Sprintf("f:1: line longer than %d bytes\nf:2: unknown relay \"r9\"", MaxLineLen)
 	if err == nil || err.Error() != want {
 		t.Errorf("Huge line: %v, want %q", err, want)
@@ -164,7 +166,7 @@ func TestParseFileAllErrors(t *testing.T) {
 		fmt.Fprintf(&in, "10.%d.0.0/16 r9\n", i)
 		fmt.Fprintf(&in, "11.%d.0.0/16 r1\n", i)
 	}
-	_, err := ParseFile(strings.NewReader(in.String()), "f", resolveTest)
+	_, err := ParseFile(bg, in.String(), "f", resolveTest)
 	if err == nil {
 		t.Fatal("ParseFile succeeded")
 	}
@@ -187,11 +189,11 @@ func TestParseFileRelayCache(t *testing.T) {
 	// get its own set even though the parser remembers the lists it saw.
 	in := "10.0.0.0/16 r1 r2\n10.1.0.0/16 r1 r2\n10.2.0.0/16 r3\n10.3.0.0/16 r1 r2\n" +
 		"10.4.0.0/16 r9\n10.5.0.0/16 r9\n"
-	_, err := ParseFile(strings.NewReader(in), "f", resolveTest)
+	_, err := ParseFile(bg, in, "f", resolveTest)
 	if err == nil || err.Error() != "f:5: unknown relay \"r9\"\nf:6: unknown relay \"r9\"" {
 		t.Errorf("Unknown relay on consecutive lines: %v", err)
 	}
-	b, err := ParseFile(strings.NewReader(in[:strings.Index(in, "10.4")]), "f", resolveTest)
+	b, err := ParseFile(bg, in[:strings.Index(in, "10.4")], "f", resolveTest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,15 +206,14 @@ func TestParseFileRelayCache(t *testing.T) {
 	}
 }
 
-func TestParseFileReadError(t *testing.T) {
-	r := iotest.DataErrReader(iotest.ErrReader(errors.New("disk on fire")))
-	_, err := ParseFile(r, "f", resolveTest)
-	if err == nil || err.Error() != "f:1: read: disk on fire" {
-		t.Errorf("Read error: %v", err)
-	}
-	r = iotest.OneByteReader(strings.NewReader("10.0.0.0/8 r1\r\n11.0.0.0/8 r2"))
-	if b, err := ParseFile(r, "f", resolveTest); err != nil || b.Len() != 2 {
-		t.Errorf("One byte at a time: %v", err)
+// ParseFile stops when its context ends, rather than parse a big file for
+// a watcher that is shutting down.
+func TestParseFileCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	text := strings.Repeat("10.0.0.0/8 r1\n", 2*ctxCheckLines)
+	if _, err := ParseFile(ctx, text, "f", resolveTest); !errors.Is(err, context.Canceled) {
+		t.Errorf("ParseFile after cancel: %v", err)
 	}
 }
 
@@ -286,7 +287,7 @@ func FuzzParseLine(f *testing.F) {
 		if prefix != "" {
 			_, _ = ParsePrefix(prefix)
 		}
-		_, _ = ParseFile(strings.NewReader(line), "fuzz", resolveTest)
+		_, _ = ParseFile(bg, line, "fuzz", resolveTest)
 	})
 }
 
@@ -301,7 +302,7 @@ func TestParseFileDuplicates(t *testing.T) {
 		"11.0.0.0/8 r1\n" + // 5
 		"2001:db8::/32 r2\n" + // 6
 		"::ffff:10.0.0.0/104 r3\n" // 7
-	_, err := ParseFile(strings.NewReader(in), "f", resolveTest)
+	_, err := ParseFile(bg, in, "f", resolveTest)
 	want := "f:3: unknown relay \"r9\"\n" +
 		"f:4: 10.0.0.0/8: duplicate, first at line 1\n" +
 		"f:6: 2001:db8::/32: duplicate, first at line 2\n" +
@@ -315,95 +316,10 @@ func TestParseFileDuplicates(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		fmt.Fprintf(&many, "10.%d.0.0/16 r1\n", i%5)
 	}
-	_, err = ParseFile(strings.NewReader(many.String()), "f", resolveTest)
+	_, err = ParseFile(bg, many.String(), "f", resolveTest)
 	lines := strings.Split(fmt.Sprint(err), "\n")
 	if len(lines) != maxReported+1 || lines[0] != "f:6: 10.0.0.0/16: duplicate, first at line 1" ||
 		lines[maxReported] != "f: 15 more errors not shown" {
 		t.Errorf("25 duplicates: %v", err)
 	}
-}
-
-// splitLines is lineReader's contract, written the obvious way: lines end
-// at "\n", a last line may lack it, and lines longer than MaxLineLen plus
-// a "\r" are reported without their text.
-func splitLines(in string) (lines []string, long []bool) {
-	parts := strings.Split(in, "\n")
-	if parts[len(parts)-1] == "" {
-		parts = parts[:len(parts)-1]
-	}
-	for _, p := range parts {
-		if len(p) > MaxLineLen+1 {
-			lines, long = append(lines, ""), append(long, true)
-		} else {
-			lines, long = append(lines, p), append(long, false)
-		}
-	}
-	return lines, long
-}
-
-func readAllLines(t *testing.T, r io.Reader) (lines []string, long []bool) {
-	t.Helper()
-	lr := lineReader{r: r}
-	for i := 0; ; i++ {
-		if i > 1<<20 {
-			t.Fatal("lineReader does not stop")
-		}
-		line, tooLong, err := lr.next()
-		if err == io.EOF {
-			return lines, long
-		}
-		if err != nil {
-			t.Fatalf("next: %v", err)
-		}
-		lines, long = append(lines, line), append(long, tooLong)
-	}
-}
-
-func checkLineReader(t *testing.T, in string) {
-	t.Helper()
-	wantLines, wantLong := splitLines(in)
-	readers := map[string]func() io.Reader{
-		"whole":    func() io.Reader { return strings.NewReader(in) },
-		"one byte": func() io.Reader { return iotest.OneByteReader(strings.NewReader(in)) },
-		"halves":   func() io.Reader { return iotest.HalfReader(strings.NewReader(in)) },
-		"data+EOF": func() io.Reader { return iotest.DataErrReader(strings.NewReader(in)) },
-	}
-	for name, r := range readers {
-		lines, long := readAllLines(t, r())
-		if !slices.Equal(lines, wantLines) || !slices.Equal(long, wantLong) {
-			t.Fatalf("%s reader: %d lines %v, want %d lines %v", name, len(lines), long, len(wantLines), wantLong)
-		}
-	}
-}
-
-func TestLineReader(t *testing.T) {
-	long := strings.Repeat("y", MaxLineLen+2)
-	limit := strings.Repeat("z", MaxLineLen) + "\r"
-	var block strings.Builder
-	for block.Len() < 3*readSize {
-		fmt.Fprintf(&block, "10.%d.0.0/16 r1\n", block.Len()%256)
-	}
-	for _, in := range []string{
-		"", "\n", "\n\n", "a", "a\n", "a\nb", "a\r\nb\r\n",
-		long, long + "\n", "a\n" + long + "\nb", limit + "\n" + limit,
-		block.String(),
-		block.String() + long + block.String(),
-		block.String()[:readSize-3] + strings.Repeat("w", 3*readSize) + "\nlast",
-		strings.Repeat(long+"\n", 40),
-	} {
-		checkLineReader(t, in)
-	}
-}
-
-func FuzzLineReader(f *testing.F) {
-	f.Add("10.0.0.0/8 r1\n11.0.0.0/8 r2", 3)
-	f.Add("a\r\n\n\nb", 1)
-	f.Fuzz(func(t *testing.T, in string, longAt int) {
-		// Splice an over-long line in somewhere, as the short inputs
-		// the fuzzer makes would never reach the limit.
-		if longAt >= 0 && longAt <= len(in) {
-			in = in[:longAt] + strings.Repeat("L", MaxLineLen+longAt%3) + in[longAt:]
-		}
-		checkLineReader(t, in)
-	})
 }

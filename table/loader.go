@@ -1,7 +1,6 @@
 package table
 
 import (
-	"bytes"
 	"context"
 	"maps"
 	"net/netip"
@@ -32,7 +31,7 @@ type FileLoader struct {
 	overrides []Override
 
 	// The version last loaded, which the next one is compared with.
-	text  []byte
+	text  string
 	table *Table
 	// fileHas holds the prefix of every override, and whether text also
 	// has a line for it: such a line is hidden in the table, but a second
@@ -51,17 +50,14 @@ func NewFileLoader(name string, resolve func(relay string) (int, bool), override
 // Load returns the table of text, the whole contents of a version of the
 // file, with the overrides laid over it. It fails as ParseFile does, with
 // the same messages, or with ctx's error if ctx ends first. On success
-// the loader keeps text, which the caller must not modify afterwards.
-func (l *FileLoader) Load(ctx context.Context, text []byte) (*Table, error) {
+// the loader keeps text, to compare the next version with.
+func (l *FileLoader) Load(ctx context.Context, text string) (*Table, error) {
 	if t, fileHas, changed, ok := l.patch(text); ok {
 		l.text, l.table, l.fileHas, l.changed = text, t, fileHas, changed
 		return t, nil
 	}
-	b, err := ParseFile(&ctxReader{ctx: ctx, r: bytes.NewReader(text)}, l.name, l.resolve)
+	b, err := ParseFile(ctx, text, l.name, l.resolve)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 		return nil, err
 	}
 	for _, o := range l.overrides {
@@ -97,7 +93,7 @@ const maxPatchShare = maxUpdateShare / 2
 // loaded last, and ok false when that is not possible or not worth it:
 // no version loaded yet, too many changes, or a changed line with a
 // problem, which a full parse reports with its line number.
-func (l *FileLoader) patch(text []byte) (t *Table, fileHas map[netip.Prefix]bool, changed int, ok bool) {
+func (l *FileLoader) patch(text string) (t *Table, fileHas map[netip.Prefix]bool, changed int, ok bool) {
 	prev := l.table
 	if prev == nil || prev.trie == nil {
 		return nil, nil, 0, false
@@ -194,19 +190,20 @@ func (b *Builder) has(p netip.Prefix) bool {
 
 // fileLine is a line of a file's text, without its "\n".
 type fileLine struct {
-	buf   []byte
+	s     string // the whole text
 	start int
 	end   int
 }
 
+func (l fileLine) String() string { return l.s[l.start:l.end] }
+
 // text returns the line as ParseFile sees it: a byte order mark at the
 // start of the file is not part of it.
 func (l fileLine) text() string {
-	s := string(l.buf[l.start:l.end])
 	if l.start == 0 {
-		s = strings.TrimPrefix(s, "\uFEFF")
+		return strings.TrimPrefix(l.String(), "\uFEFF")
 	}
-	return s
+	return l.String()
 }
 
 // resyncWindow is how many lines past a difference diffLines looks for
@@ -224,7 +221,7 @@ const resyncWindow = 64
 //
 // Any matching of equal lines gives a correct answer; a poor one only
 // reports more lines as changed than need be.
-func diffLines(old, new []byte, limit int) (removed, added []fileLine, ok bool) {
+func diffLines(old, new string, limit int) (removed, added []fileLine, ok bool) {
 	i, j := 0, 0 // starts of lines, in old and new
 	for {
 		n := commonPrefix(old[i:], new[j:])
@@ -232,7 +229,7 @@ func diffLines(old, new []byte, limit int) (removed, added []fileLine, ok bool) 
 			return removed, added, true
 		}
 		// Back to the start of the line where they part.
-		k := bytes.LastIndexByte(old[i:i+n], '\n') + 1
+		k := strings.LastIndexByte(old[i:i+n], '\n') + 1
 		i, j = i+k, j+k
 
 		a, b, matched := resync(old, i, new, j)
@@ -264,16 +261,16 @@ func diffLines(old, new []byte, limit int) (removed, added []fileLine, ok bool) 
 // is none within resyncWindow lines but one text ends within it, every
 // line left in both is a change: matched is false and a and b count
 // them. a is -1 when neither holds.
-func resync(old []byte, i int, new []byte, j int) (a, b int, matched bool) {
-	olds := lineWindow{buf: old, next: i}
-	news := lineWindow{buf: new, next: j}
+func resync(old string, i int, new string, j int) (a, b int, matched bool) {
+	olds := lineWindow{s: old, next: i}
+	news := lineWindow{s: new, next: j}
 	// Most differences are a line or two: lines are split off as the
 	// search reaches them.
 	for s := 0; s <= 2*resyncWindow; s++ {
 		olds.extend(s)
 		news.extend(s)
 		for a := max(0, s-len(news.lines)+1); a <= min(s, len(olds.lines)-1); a++ {
-			if bytes.Equal(olds.lines[a].bytes(), news.lines[s-a].bytes()) {
+			if olds.lines[a].String() == news.lines[s-a].String() {
 				return a, s - a, true
 			}
 		}
@@ -284,11 +281,9 @@ func resync(old []byte, i int, new []byte, j int) (a, b int, matched bool) {
 	return -1, 0, false
 }
 
-func (l fileLine) bytes() []byte { return l.buf[l.start:l.end] }
-
 // lineWindow is the next few lines of a text, split off as needed.
 type lineWindow struct {
-	buf   []byte
+	s     string
 	next  int // start of the line after the last of lines
 	lines []fileLine
 }
@@ -296,44 +291,44 @@ type lineWindow struct {
 // extend splits off lines until there are n+1 of them, at most
 // resyncWindow+1, or the text ends.
 func (w *lineWindow) extend(n int) {
-	for len(w.lines) <= min(n, resyncWindow) && w.next < len(w.buf) {
+	for len(w.lines) <= min(n, resyncWindow) && w.next < len(w.s) {
 		var ln fileLine
-		ln, w.next = lineAt(w.buf, w.next)
+		ln, w.next = lineAt(w.s, w.next)
 		w.lines = append(w.lines, ln)
 	}
 }
 
 // ended reports whether the text ends within the window.
-func (w *lineWindow) ended() bool { return w.next == len(w.buf) && len(w.lines) <= resyncWindow }
+func (w *lineWindow) ended() bool { return w.next == len(w.s) && len(w.lines) <= resyncWindow }
 
-// lineAt returns the line of buf starting at off, and the start of the
+// lineAt returns the line of s starting at off, and the start of the
 // next one.
-func lineAt(buf []byte, off int) (fileLine, int) {
-	end := bytes.IndexByte(buf[off:], '\n')
+func lineAt(s string, off int) (fileLine, int) {
+	end := strings.IndexByte(s[off:], '\n')
 	if end < 0 {
-		return fileLine{buf, off, len(buf)}, len(buf)
+		return fileLine{s, off, len(s)}, len(s)
 	}
-	return fileLine{buf, off, off + end}, off + end + 1
+	return fileLine{s, off, off + end}, off + end + 1
 }
 
-// countLines returns the number of lines of buf from off, a last one
+// countLines returns the number of lines of s from off, a last one
 // without "\n" included.
-func countLines(buf []byte, off int) int {
-	n := bytes.Count(buf[off:], []byte{'\n'})
-	if len(buf) > off && buf[len(buf)-1] != '\n' {
+func countLines(s string, off int) int {
+	n := strings.Count(s[off:], "\n")
+	if len(s) > off && s[len(s)-1] != '\n' {
 		n++
 	}
 	return n
 }
 
 // commonPrefix returns the length of the longest common prefix of a and
-// b. It compares blocks with bytes.Equal, which runs at memory speed, and
-// only goes byte by byte in the block where they differ.
-func commonPrefix(a, b []byte) int {
+// b. It compares blocks, which runs at memory speed, and only goes byte
+// by byte in the block where they differ.
+func commonPrefix(a, b string) int {
 	const block = 256
 	n := min(len(a), len(b))
 	i := 0
-	for i+block <= n && bytes.Equal(a[i:i+block], b[i:i+block]) {
+	for i+block <= n && a[i:i+block] == b[i:i+block] {
 		i += block
 	}
 	for i < n && a[i] == b[i] {
@@ -341,20 +336,3 @@ func commonPrefix(a, b []byte) int {
 	}
 	return i
 }
-
-// ctxReader ends a read when ctx ends, so that a parse of a big file
-// stops soon after the caller gives up on it.
-type ctxReader struct {
-	ctx context.Context
-	r   *bytes.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-// Size lets ParseFile size its entry list.
-func (c *ctxReader) Size() int64 { return c.r.Size() }

@@ -78,7 +78,7 @@ func TestFileLoader(t *testing.T) {
 		}
 		return lines
 	}
-	text := func(lines []string) []byte {
+	text := func(lines []string) string {
 		s := strings.Join(lines, "\n")
 		if r.IntN(8) != 0 {
 			s += "\n"
@@ -86,11 +86,11 @@ func TestFileLoader(t *testing.T) {
 		if r.IntN(16) == 0 {
 			s = "\uFEFF" + s
 		}
-		return []byte(s)
+		return s
 	}
 	// whole parses a version with ParseFile and builds it from scratch.
-	whole := func(text []byte, overrides []Override) (*Table, error) {
-		b, err := ParseFile(strings.NewReader(string(text)), "s.txt", resolveTest)
+	whole := func(text string, overrides []Override) (*Table, error) {
+		b, err := ParseFile(bg, string(text), "s.txt", resolveTest)
 		if err != nil {
 			return nil, err
 		}
@@ -184,7 +184,7 @@ func TestFileLoaderOverrides(t *testing.T) {
 		{"10.0.0.0/8 r1\n10.1.0.0/16 r2\n", "[2]", true},
 	}
 	for i, st := range steps {
-		text := []byte(filler.String() + st.text)
+		text := filler.String() + st.text
 		_, _, _, patched := l.patch(text)
 		tab, err := l.Load(ctx, text)
 		got := ""
@@ -203,17 +203,17 @@ func TestFileLoaderOverrides(t *testing.T) {
 // FuzzFileLoader loads old and then new, and checks the result against a
 // parse of new alone.
 func FuzzFileLoader(f *testing.F) {
-	f.Add([]byte("10.0.0.0/8 r1\n# c\n2001:db8::/32 r2 r3\n"), []byte("10.0.0.0/8 r2\n2001:db8::/32 r2 r3\n10.1.0.0/16 r1\n"))
-	f.Add([]byte("\uFEFF10.1.0.0/16 r1\r\n10.2.0.0/16 r2"), []byte("10.2.0.0/16 r2\n10.1.0.0/16 r1\n10.2.0.0/16 r3\n"))
+	f.Add("10.0.0.0/8 r1\n# c\n2001:db8::/32 r2 r3\n", "10.0.0.0/8 r2\n2001:db8::/32 r2 r3\n10.1.0.0/16 r1\n")
+	f.Add("\uFEFF10.1.0.0/16 r1\r\n10.2.0.0/16 r2", "10.2.0.0/16 r2\n10.1.0.0/16 r1\n10.2.0.0/16 r3\n")
 	over := []Override{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Relays: []int{3}}}
 	ctx := context.Background()
-	f.Fuzz(func(t *testing.T, old, new []byte) {
+	f.Fuzz(func(t *testing.T, old, new string) {
 		l := NewFileLoader("f", resolveTest, over)
 		if _, err := l.Load(ctx, old); err != nil {
 			return
 		}
 		got, err := l.Load(ctx, new)
-		b, wantErr := ParseFile(strings.NewReader(string(new)), "f", resolveTest)
+		b, wantErr := ParseFile(bg, string(new), "f", resolveTest)
 		var want *Table
 		if wantErr == nil {
 			if err := b.Override(over[0].Prefix, over[0].Relays, over[0].Origin); err != nil {
@@ -261,7 +261,7 @@ func TestDiffLines(t *testing.T) {
 		// Over the limit of 200 changes.
 		{many(300, "o%d\n"), many(300, "n%d\n"), nil, nil, false},
 	} {
-		removed, added, ok := diffLines([]byte(tc.old), []byte(tc.new), 200)
+		removed, added, ok := diffLines(tc.old, tc.new, 200)
 		if ok != tc.ok || !slices.Equal(texts(removed), tc.removed) || !slices.Equal(texts(added), tc.added) {
 			t.Errorf("diffLines(%q, %q) = %q, %q, %v; want %q, %q, %v", tc.old, tc.new,
 				texts(removed), texts(added), ok, tc.removed, tc.added, tc.ok)
@@ -272,7 +272,7 @@ func TestDiffLines(t *testing.T) {
 func texts(lines []fileLine) []string {
 	var out []string
 	for _, l := range lines {
-		out = append(out, string(l.bytes()))
+		out = append(out, l.String())
 	}
 	return out
 }
@@ -280,9 +280,9 @@ func texts(lines []fileLine) []string {
 // FuzzDiffLines checks that the lines diffLines reports turn the lines of
 // old into those of new, counted as a multiset: that is all a patch needs.
 func FuzzDiffLines(f *testing.F) {
-	f.Add([]byte("a\nb\nc\n"), []byte("a\nB\nc\nd"))
-	f.Add([]byte("\uFEFFx\r\n\n#c\n"), []byte("x\r\n#c\n\n"))
-	f.Fuzz(func(t *testing.T, old, new []byte) {
+	f.Add("a\nb\nc\n", "a\nB\nc\nd")
+	f.Add("\uFEFFx\r\n\n#c\n", "x\r\n#c\n\n")
+	f.Fuzz(func(t *testing.T, old, new string) {
 		removed, added, ok := diffLines(old, new, 1<<20)
 		if !ok {
 			return
@@ -292,10 +292,10 @@ func FuzzDiffLines(f *testing.F) {
 			count[l]++
 		}
 		for _, l := range removed {
-			count[string(l.bytes())]--
+			count[l.String()]--
 		}
 		for _, l := range added {
-			count[string(l.bytes())]++
+			count[l.String()]++
 		}
 		for _, l := range textLines(new) {
 			count[l]--
@@ -308,7 +308,7 @@ func FuzzDiffLines(f *testing.F) {
 	})
 }
 
-func textLines(b []byte) []string {
+func textLines(b string) []string {
 	s := strings.TrimSuffix(string(b), "\n")
 	if len(b) == 0 {
 		return nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // FileStamp identifies a version of a sources file. Size and ModTime are
@@ -26,7 +27,7 @@ type FileStamp struct {
 // than SHA-256 (BenchmarkContentHash).
 var contentSeed = maphash.MakeSeed()
 
-func contentSum(text []byte) uint64 { return maphash.Bytes(contentSeed, text) }
+func contentSum(text string) uint64 { return maphash.String(contentSeed, text) }
 
 // Stat returns the size and modification time of path, with Sum unset.
 func Stat(path string) (FileStamp, error) {
@@ -51,20 +52,20 @@ func (s FileStamp) SameStat(o FileStamp) bool {
 // The stamp describes the bytes returned, even if the file is replaced or
 // rewritten meanwhile; such a change changes the stamp again and is caught
 // on the next call.
-func Check(ctx context.Context, path string, prev FileStamp) (text []byte, cur FileStamp, changed bool, err error) {
+func Check(ctx context.Context, path string, prev FileStamp) (text string, cur FileStamp, changed bool, err error) {
 	cur, err = Stat(path)
 	if err != nil {
-		return nil, prev, false, err
+		return "", prev, false, err
 	}
 	if cur.SameStat(prev) {
-		return nil, prev, false, nil
+		return "", prev, false, nil
 	}
 	text, cur, err = ReadFile(ctx, path)
 	if err != nil {
-		return nil, prev, false, err
+		return "", prev, false, err
 	}
 	if prev.hashed && cur.Sum == prev.Sum {
-		return nil, cur, false, nil
+		return "", cur, false, nil
 	}
 	return text, cur, true, nil
 }
@@ -73,36 +74,40 @@ func Check(ctx context.Context, path string, prev FileStamp) (text []byte, cur F
 // The size and modification time are those of the file read, even if path
 // is replaced meanwhile. It stops with ctx's error when ctx ends, between
 // reads of a few MiB.
-func ReadFile(ctx context.Context, path string) ([]byte, FileStamp, error) {
+func ReadFile(ctx context.Context, path string) (string, FileStamp, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, FileStamp{}, err
+		return "", FileStamp{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, FileStamp{}, err
+		return "", FileStamp{}, err
 	}
 	st := FileStamp{Size: fi.Size(), ModTime: fi.ModTime()}
-	// One more byte than the size, so that a file that stays the same
-	// size is read to its end in one allocation.
-	text := make([]byte, 0, max(st.Size, 0)+1)
+	// One more byte than the size finds the end of a file that did not
+	// grow in the one allocation.
+	buf := make([]byte, 0, max(st.Size, 0)+1)
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, FileStamp{}, err
+			return "", FileStamp{}, err
 		}
-		if len(text) == cap(text) {
-			text = slices.Grow(text, len(text)/2+readChunk)
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, readChunk)
 		}
-		n, err := f.Read(text[len(text):min(cap(text), len(text)+readChunk)])
-		text = text[:len(text)+n]
+		n, err := f.Read(buf[len(buf):min(cap(buf), len(buf)+readChunk)])
+		buf = buf[:len(buf)+n]
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, FileStamp{}, err
+			return "", FileStamp{}, err
 		}
 	}
+	// The bytes become the string without a copy, as strings.Builder does:
+	// nothing else refers to buf, so they can never change. A copy of a
+	// big file would be most of the cost of a reload that changes little.
+	text := unsafe.String(unsafe.SliceData(buf), len(buf))
 	st.Sum, st.hashed = contentSum(text), true
 	return text, st, nil
 }
