@@ -361,10 +361,11 @@ wait_idle() {
 if ((run_reload)) && [[ ! -f $GEN/Corefile.reload ]]; then
 	log "reload: skipped, amtrelay has no sources property here"
 elif ((run_reload)); then
-	# Two versions that differ in a comment and in size: each rename is a new file to load.
-	for v in a bb; do
-		{ cat "$GEN/sources-memory.txt" && echo "# version $v"; } >"$GEN/sources-reload.$v.txt"
-	done
+	# Two versions, each rename a new file to load: b gives one route in 1,000 other relays and
+	# drops one in 1,500, so that a reload has about 2,000 routes to change, spread over the file.
+	{ cat "$GEN/sources-memory.txt" && echo "# version a"; } >"$GEN/sources-reload.a.txt"
+	awk 'NR % 1500 == 0 { next } NR % 1000 == 0 { print $1, "relay0", "relay1"; next } { print }
+		END { print "# version b" }' "$GEN/sources-memory.txt" >"$GEN/sources-reload.b.txt"
 	cp "$GEN/sources-reload.a.txt" "$GEN/sources-reload.txt"
 	log "reload: amtrelay with $(grep -c '^[0-9a-f]' "$GEN/sources-reload.txt") prefixes, reload $RELOAD_INTERVAL"
 	start_server reload Corefile.reload 300
@@ -379,7 +380,7 @@ elif ((run_reload)); then
 					link($src, "$dir/sources-reload.next") or die "link $src: $!";
 					rename("$dir/sources-reload.next", "$dir/sources-reload.txt") or die "rename: $!";
 					select(undef, undef, undef, 1);
-				}' "$GEN" bb a 2>>"$OUT/logs/replacer.log" &
+				}' "$GEN" b a 2>>"$OUT/logs/replacer.log" &
 				replacer_pid=$!
 			fi
 			ok0=$(reload_count success) err0=$(reload_count error) ticks0=$(server_ticks)

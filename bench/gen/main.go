@@ -335,6 +335,10 @@ func writeMemoryCorefile(w *bufio.Writer, o options, variant memoryVariant) erro
 		fmt.Fprintln(w, "\t\tsource 192.0.2.0/24 relay0")
 	case variant == memoryReload:
 		fmt.Fprintf(w, "\t\tsources sources-reload.txt reload %s\n", o.reload)
+		// The query file's sources, so that its IPv6 queries are answered (the file's IPv6
+		// prefixes do not cover them), and so that every reload lays inline lines over the file.
+		fmt.Fprintln(w, "\t\tsource 198.18.0.0/15 relay0 relay1")
+		fmt.Fprintln(w, "\t\tsource 2001:db8:5::/48 relay2 relay3")
 	case o.memInline:
 		if err := writeMemorySources(w, o, "\t\tsource "); err != nil {
 			return err
