@@ -19,9 +19,9 @@ const defaultSourcesReload = 5 * time.Second
 
 // sourceTable is the per-source connectivity table one plugin instance serves from: the inline
 // `source` lines, laid over the entries of a sources file when one is configured. Queries read the
-// current table with one atomic load and no lock. A reload parses the whole file into a new table
-// off the query path and publishes it with one atomic store, so a query sees the old table or the
-// new one, never a mix, and never waits for a reload.
+// current table with one atomic load and no lock. A reload builds a new table off the query path
+// (from the lines that changed, when few did) and publishes it with one atomic store, so a query
+// sees the old table or the new one, never a mix, and never waits for a reload.
 type sourceTable struct {
 	current atomic.Pointer[table.Table]
 
@@ -58,8 +58,8 @@ var errEmptyFile = errors.New("empty file (being rewritten?); a file meant to ha
 
 // load reads the sources file if it differs from the version read last time and builds the table
 // it describes, inline lines on top. It returns a nil table and no error when the file has not
-// changed. Every line is checked before anything is built: the result is a whole table or an error
-// naming FILE:LINE for each bad line (table.ParseFile reports the first few).
+// changed. Every new line is checked before anything is built: the result is a whole table or an
+// error naming FILE:LINE for each bad line (table.ParseFile reports the first few).
 func (s *sourceTable) load(ctx context.Context) (*table.Table, error) {
 	text, stamp, changed, err := table.Check(ctx, s.file, s.stamp)
 	if err != nil {
