@@ -233,7 +233,7 @@ func diffLines(old, new string, limit int) (removed, added []fileLine, ok bool) 
 		i, j = i+k, j+k
 
 		a, b, matched := resync(old, i, new, j)
-		if a < 0 {
+		if a < 0 || len(removed)+len(added)+a+b > limit {
 			return nil, nil, false
 		}
 		for range a {
@@ -245,9 +245,6 @@ func diffLines(old, new string, limit int) (removed, added []fileLine, ok bool) 
 			var ln fileLine
 			ln, j = lineAt(new, j)
 			added = append(added, ln)
-		}
-		if len(removed)+len(added) > limit {
-			return nil, nil, false
 		}
 		if matched {
 			_, i = lineAt(old, i)
