@@ -217,6 +217,7 @@ dnsperf_field() {
 
 # server_ticks: user + system CPU of the running server, in clock ticks
 server_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$server_pid/stat"; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status"; }
 
 # measure NAME ROUND: one throughput run and one fixed-rate latency run against the running server.
 measure() {
@@ -305,7 +306,6 @@ if ((run_memory)); then
 	# Memory: the same binary with 8 relays and one source, then with the big table. A heap
 	# profile request with gc=1 forces a collection; the gctrace line it prints (GODEBUG, set by
 	# start_server) gives the live heap, and RSS is read right after.
-	rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status"; }
 	settle() { # settle NAME: force a GC, return its live heap in MB
 		local before
 		before=$(grep -c '^gc .*(forced)' "$OUT/logs/$1.log" || true)
@@ -370,6 +370,7 @@ elif ((run_reload)); then
 	log "reload: amtrelay with $(grep -c '^[0-9a-f]' "$GEN/sources-reload.txt") prefixes, reload $RELOAD_INTERVAL"
 	start_server reload Corefile.reload 300
 	wait_idle
+	reload_rss0=$(rss_kb)
 	printf 'round\tphase\tqps\tcpu_us_per_query\treloads\treload_errors\n' >"$RESULTS/reload.tsv"
 	for ((round = 1; round <= RELOAD_ROUNDS; round++)); do
 		for phase in steady reloading; do
@@ -404,6 +405,8 @@ elif ((run_reload)); then
 			fi
 		done
 	done
+	# RSS after the loop, against the start: what reloads of a big file leave resident.
+	printf 'rss_start_kb\t%s\nrss_end_kb\t%s\n' "$reload_rss0" "$(rss_kb)" >"$RESULTS/reload-rss.tsv"
 	stop_server
 fi
 
@@ -476,6 +479,10 @@ go_metric() {
 					"$phase" "$rounds" "$RELOAD_SECONDS" "$(tr ' ' '\n' <<<"$qs" | grep . | median)" \
 					"$(tr ' ' '\n' <<<"$cs" | grep . | median)" "$loads" "$errors"
 			done
+	fi
+	if [[ -s $RESULTS/reload-rss.tsv ]]; then
+		awk -F'\t' '{ m[$1] = $2 } END { printf "reload loop: server RSS %.0f MB before, %.0f MB after\n", m["rss_start_kb"] / 1024, m["rss_end_kb"] / 1024 }' \
+			"$RESULTS/reload-rss.tsv"
 	fi
 } | tee "$RESULTS/summary.txt"
 
