@@ -74,21 +74,23 @@ func (s *sourceTable) load(ctx context.Context) (*table.Table, error) {
 	if len(text) == 0 {
 		return nil, fmt.Errorf("%s: %w", s.file, errEmptyFile)
 	}
+	first := s.current.Load() == nil
 	t, err := s.loader.Load(ctx, text)
 	if err != nil {
 		return nil, err
 	}
 	s.stampLoaded = true
-	if s.loader.ChangedLines() < 0 && len(text) >= bigSourcesFile {
-		// A whole parse leaves about twice the file's size in garbage. Left to the runtime, the
-		// pages go back to the system over minutes, and RSS stays well above what the table
-		// needs; a one-off cost, as reloads after it patch the table.
+	if first && len(text) >= bigSourcesFile {
+		// The first load parses the whole file and leaves about twice its size in garbage. Left
+		// to the runtime, the pages go back to the system over minutes, and RSS stays well above
+		// what the table needs. Later reloads mostly patch; their garbage is left to the runtime,
+		// which reuses it for the next reload rather than fault fresh pages in.
 		debug.FreeOSMemory()
 	}
 	return t, nil
 }
 
-// bigSourcesFile is the size from which a whole parse hands its garbage back to the system at once.
+// bigSourcesFile is the size from which the first load hands its garbage back to the system at once.
 const bigSourcesFile = 8 << 20
 
 // reload is one check of the sources file: a changed file that parses replaces the table in
