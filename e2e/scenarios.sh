@@ -462,9 +462,11 @@ step_all_down() {
 	local got
 	wait_for "the user getting net1's relays (all_down serve)" $((ANSWER_TTL + 5)) 0.2 eval '[ "$(user_a)" = "$N1_SET" ]' &&
 		ok "user, through Unbound: all_down serve -> net1's configured relays ($N1_SET)" || bad "$WAIT_ERR (got $(user_a))"
-	dq n8 "@$RESOLVER" "$AMT_NAME" AMTRELAY
-	got=$(q_rdata ANSWER AMTRELAY | tr '\n' '|')
-	[ "$got" = "10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|" ] && ok "user, AMTRELAY through Unbound under all_down serve" || bad "AMTRELAY under all_down serve: [$got]"
+	local want="10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|"
+	wait_for "net1's AMTRELAY through Unbound under all_down serve" $((ANSWER_TTL + 5)) 0.2 eval \
+		'dq n8 @$RESOLVER $AMT_NAME AMTRELAY; [ "$(q_rdata ANSWER AMTRELAY | tr "\n" "|")" = "$want" ]' &&
+		ok "user, AMTRELAY through Unbound under all_down serve" ||
+		bad "$WAIT_ERR (got [$(q_rdata ANSWER AMTRELAY | tr '\n' '|')])"
 	after=$(metric_sum n1 coredns_amtrelay_requests_total 'result="all_down"')
 	awk -v a="$after" -v b="$before" 'BEGIN { exit !(a > b) }' && ok "net1 counted all_down answers (requests_total{result=\"all_down\"} $before -> $after)" ||
 		bad "net1 requests_total{result=\"all_down\"} did not grow ($before -> $after)"
