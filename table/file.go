@@ -62,22 +62,13 @@ func ParseFile(ctx context.Context, text, name string, resolve func(relay string
 		errs    []*LineError // in line order
 		dropped int
 	)
-	rest := text
-	for lineNo := 1; rest != ""; lineNo++ {
+	for off, lineNo := 0, 1; off < len(text); lineNo++ {
 		if lineNo%ctxCheckLines == 0 && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		var raw string
-		if i := strings.IndexByte(rest, '\n'); i >= 0 {
-			raw, rest = rest[:i], rest[i+1:]
-		} else {
-			raw, rest = rest, ""
-		}
-		if lineNo == 1 {
-			// Some Windows editors start UTF-8 files with a byte order mark.
-			raw = strings.TrimPrefix(raw, "\uFEFF")
-		}
-		perr := fp.line(raw, lineNo)
+		var ln fileLine
+		ln, off = lineAt(text, off)
+		perr := fp.line(ln.text(), lineNo)
 		if perr == nil {
 			continue
 		}
@@ -144,18 +135,28 @@ func (fp *fileParser) line(raw string, lineNo int) error {
 	return fp.b.put(p, set, Origin{File: fp.name, Line: lineNo}, false)
 }
 
-// parse returns the prefix of a line and the number of its relay set in
-// fp.b, or ok false for a blank or comment line.
-func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, err error) {
+// prefix splits a line into fp.spans and returns its prefix, or ok false
+// for a blank or comment line.
+func (fp *fileParser) prefix(raw string) (p netip.Prefix, ok bool, err error) {
 	sp, err := tokenize(raw, fp.spans[:0])
 	fp.spans = sp
 	if err != nil || len(sp) == 0 {
-		return p, 0, false, err
+		return p, false, err
 	}
 	pfx := raw[sp[0].start:sp[0].end]
 	if p, err = ParsePrefix(pfx); err != nil {
-		return p, 0, false, fmt.Errorf("bad prefix %q: %w", pfx, err)
+		return p, false, fmt.Errorf("bad prefix %q: %w", pfx, err)
 	}
+	return p, true, nil
+}
+
+// parse returns the prefix of a line and the number of its relay set in
+// fp.b, or ok false for a blank or comment line.
+func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, err error) {
+	if p, ok, err = fp.prefix(raw); err != nil || !ok {
+		return p, 0, false, err
+	}
+	sp := fp.spans
 	if len(sp) == 1 {
 		return p, 0, false, fmt.Errorf("no relays for %s", p)
 	}

@@ -109,20 +109,13 @@ func (l *FileLoader) patch(text string) (t *Table, fileHas map[netip.Prefix]bool
 	fp := newFileParser(l.name, l.resolve)
 	gone := make(map[netip.Prefix]bool, len(removed))
 	for _, ln := range removed {
-		raw := ln.text()
-		sp, err := tokenize(raw, fp.spans[:0])
-		fp.spans = sp
+		p, ok, err := fp.prefix(ln.text())
 		if err != nil {
 			return nil, nil, 0, false
 		}
-		if len(sp) == 0 {
-			continue
+		if ok {
+			gone[p] = true
 		}
-		p, err := ParsePrefix(raw[sp[0].start:sp[0].end])
-		if err != nil {
-			return nil, nil, 0, false
-		}
-		gone[p] = true
 	}
 	// The lines that came, fully checked.
 	for _, ln := range added {
@@ -198,7 +191,7 @@ type fileLine struct {
 func (l fileLine) String() string { return l.s[l.start:l.end] }
 
 // text returns the line as ParseFile sees it: a byte order mark at the
-// start of the file is not part of it.
+// start of the file, which some Windows editors write, is not part of it.
 func (l fileLine) text() string {
 	if l.start == 0 {
 		return strings.TrimPrefix(l.String(), "\uFEFF")

@@ -464,24 +464,12 @@ func (b *Builder) BuildFrom(prev *Table) (*Table, error) {
 // fresh builds a new trie, in key order. Only the sets some entry refers
 // to are kept.
 func (b *Builder) fresh(eff overlay) *Table {
-	ids := newSetMap(len(b.sets))
-	var (
-		sets [][]int
-		refs []uint32
-	)
+	sets := newSetNumbers(&Table{}, b, nil)
 	trie := new(bart.Table[uint32])
 	for e := range eff.all() {
-		id, ok := ids.get(e.set)
-		if !ok {
-			id = uint32(len(sets))
-			sets = append(sets, b.sets[e.set])
-			refs = append(refs, 0)
-			ids.set(e.set, id)
-		}
-		refs[id]++
-		trie.Insert(e.prefix(), id)
+		trie.Insert(e.prefix(), sets.ref(e.set))
 	}
-	return newTable(trie, sets, refs)
+	return sets.table(trie)
 }
 
 // maxUpdateShare: BuildFrom rebuilds from scratch when more than one entry
