@@ -35,6 +35,13 @@ n2_expected_presentation() {
 
 # The user's view: what net8's Unbound returns for the anycast-style lookup.
 user_a() { short_set n8 "$RESOLVER" "$AMT_NAME" A; }
+# user_amtrelay: net8's Unbound's AMTRELAY records at amt.<rev(S)>, sorted, "|"-joined.
+user_amtrelay() { dq n8 "@$RESOLVER" "$AMT_NAME" AMTRELAY; q_rdata ANSWER AMTRELAY | tr '\n' '|'; }
+# wait_user_amtrelay_n1 DESC TIMEOUT: wait until the user gets net1's AMTRELAY records. Unbound
+# caches AMTRELAY apart from A, so this waits out its own TTL even after user_a has turned.
+wait_user_amtrelay_n1() {
+	wait_for "$1" "$2" 0.2 eval '[ "$(user_amtrelay)" = "10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|" ]'
+}
 
 # ---------------------------------------------------------------- baseline states
 # Every scenario starts from a known state so that --only works for each.
@@ -272,9 +279,9 @@ step_failover() {
 	else ok "the user's lookups return net1's relays ($N1_SET)"; fi
 	FAILOVER_MS=${t_user:-}
 	# The AMTRELAY lookup at amt.<rev(S)> through Unbound lands on net1 too.
-	wait_for "Unbound AMTRELAY at $AMT_NAME from net1" $((ANSWER_TTL + 3)) 0.2 eval 'dq n8 @$RESOLVER $AMT_NAME AMTRELAY; [ "$(q_rdata ANSWER AMTRELAY | tr "\n" "|")" = "10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|" ]' &&
+	wait_user_amtrelay_n1 "Unbound AMTRELAY at $AMT_NAME from net1" $((ANSWER_TTL + 3)) &&
 		ok "Unbound: AMTRELAY at $AMT_NAME now net1's (10 0 1 ${N1_RELAYS[0]}, ${N1_RELAYS[1]})" ||
-		bad "$WAIT_ERR (got [$(q_rdata ANSWER AMTRELAY | tr '\n' '|')])"
+		bad "$WAIT_ERR (got [$(user_amtrelay)])"
 	[ -z "$STEP_FAILED" ]
 }
 
@@ -434,12 +441,9 @@ step_table() {
 	[ "$(anycast_via)" = n2 ] && ok "the anycast address still leads to net2" || bad "anycast routed to $(anycast_via), want n2"
 	wait_for "the user getting net1's relays through net2" $((ANSWER_TTL + 5)) 0.2 eval '[ "$(user_a)" = "$N1_SET" ]' &&
 		ok "user, through Unbound and net2: net1's relays ($N1_SET)" || bad "$WAIT_ERR (got $(user_a))"
-	# Unbound caches AMTRELAY apart from A, from the reload step's queries: wait out its own TTL.
-	local want="10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|"
-	wait_for "net1's AMTRELAY through Unbound and net2's forward" $((ANSWER_TTL + 5)) 0.2 eval \
-		'dq n8 @$RESOLVER $AMT_NAME AMTRELAY; [ "$(q_rdata ANSWER AMTRELAY | tr "\n" "|")" = "$want" ]' &&
+	wait_user_amtrelay_n1 "net1's AMTRELAY through Unbound and net2's forward" $((ANSWER_TTL + 5)) &&
 		ok "user, AMTRELAY through Unbound and net2's forward: net1's records (after $(fmt_ms "$WAITED_MS"))" ||
-		bad "$WAIT_ERR (got [$(q_rdata ANSWER AMTRELAY | tr '\n' '|')])"
+		bad "$WAIT_ERR (got [$(user_amtrelay)])"
 	# S's prefix back: net2 answers for S again.
 	n2_sources with_s >"$WORK/conf/n2.sources.new" && mv "$WORK/conf/n2.sources.new" "$WORK/conf/n2.sources"
 	wait_for "net2 answering for S again" 10 0.2 eval '[ "$(short_set n8 $N2_DNS $AMT_NAME A)" = "$N2_SET" ]' &&
@@ -459,14 +463,11 @@ step_all_down() {
 	wait_for "net1 /ready 503" 5 0.2 eval '[ "$(ready_code n1)" = 503 ]' && ok "net1 /ready 503 (no route-control in net1: it stays announced as the last resort)" || bad "$WAIT_ERR"
 	wait_for "net2 withdrawn" 10 0.2 eval '[ "$(anycast_via)" = n1 ]' && ok "net2 withdrew its anycast" || bad "$WAIT_ERR"
 	# net1: all_down serve (fail open) -> the user still gets net1's relays.
-	local got
 	wait_for "the user getting net1's relays (all_down serve)" $((ANSWER_TTL + 5)) 0.2 eval '[ "$(user_a)" = "$N1_SET" ]' &&
 		ok "user, through Unbound: all_down serve -> net1's configured relays ($N1_SET)" || bad "$WAIT_ERR (got $(user_a))"
-	local want="10 0 1 ${N1_RELAYS[0]}|10 0 1 ${N1_RELAYS[1]}|"
-	wait_for "net1's AMTRELAY through Unbound under all_down serve" $((ANSWER_TTL + 5)) 0.2 eval \
-		'dq n8 @$RESOLVER $AMT_NAME AMTRELAY; [ "$(q_rdata ANSWER AMTRELAY | tr "\n" "|")" = "$want" ]' &&
+	wait_user_amtrelay_n1 "net1's AMTRELAY through Unbound under all_down serve" $((ANSWER_TTL + 5)) &&
 		ok "user, AMTRELAY through Unbound under all_down serve" ||
-		bad "$WAIT_ERR (got [$(q_rdata ANSWER AMTRELAY | tr '\n' '|')])"
+		bad "$WAIT_ERR (got [$(user_amtrelay)])"
 	after=$(metric_sum n1 coredns_amtrelay_requests_total 'result="all_down"')
 	awk -v a="$after" -v b="$before" 'BEGIN { exit !(a > b) }' && ok "net1 counted all_down answers (requests_total{result=\"all_down\"} $before -> $after)" ||
 		bad "net1 requests_total{result=\"all_down\"} did not grow ($before -> $after)"
