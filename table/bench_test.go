@@ -379,7 +379,7 @@ func BenchmarkParseFile(b *testing.B) {
 		}
 		path, relays := writeSourcesFile(b, b.TempDir(), sorted, 0)
 		resolve := func(n string) (int, bool) { i, ok := relays[n]; return i, ok }
-		text, _, err := ReadFile(bg, path)
+		text, _, err := NewSourceFile(path, 0).read(bg)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -469,7 +469,7 @@ func BenchmarkReload(b *testing.B) {
 	base, relays := writeSourcesFile(b, dir, true, 0)
 	resolve := func(n string) (int, bool) { i, ok := relays[n]; return i, ok }
 	read := func(b *testing.B, path string) string {
-		text, _, err := ReadFile(ctx, path)
+		text, _, err := NewSourceFile(path, 0).read(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
