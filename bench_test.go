@@ -244,14 +244,14 @@ func newBenchPlugin(tb testing.TB, sources *table.Table, fall bool) *AMTRelay {
 			tb.Fatalf("relay %d is %s, benchRelaySet expects %s", i, r.name, want)
 		}
 	}
-	setBenchSources(cfg, sources)
-	a := newAMTRelay(cfg)
+	a, err := newAMTRelay(cfg, new(generation))
+	if err != nil {
+		tb.Fatalf("New instance: %v", err)
+	}
+	a.view.setSources(sources)
 	a.Next = benchNext
 	return a
 }
-
-// setBenchSources is the one place that knows how the config holds its table.
-func setBenchSources(cfg *config, t *table.Table) { cfg.sources.current.Store(t) }
 
 // serveOnce is one query through the layers the server puts around a plugin: the ScrubWriter
 // (fit to the client's buffer, EDNS0 echoed), the handler, and the pack in WriteMsg.
@@ -473,7 +473,7 @@ func BenchmarkVsFile(b *testing.B) {
 func amtrelayAnswer(tb testing.TB) (*dns.Msg, []string) {
 	a := newBenchPlugin(tb, nil, false)
 	r := benchQuery("12.100.51.198.in-addr.arpa.", dns.TypeAMTRELAY)
-	m, _ := a.relayAnswer(r, benchRelaySet, "in-addr.arpa.")
+	m, _ := a.cfg.relayAnswer(r, benchRelaySet, "in-addr.arpa.", a.view.load().health)
 	var rdatas []string
 	for _, rr := range m.Answer {
 		rdatas = append(rdatas, rr.(*dns.RFC3597).Rdata)

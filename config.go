@@ -1,24 +1,108 @@
 package amtrelay
 
 import (
-	"encoding/hex"
 	"net"
 	"net/netip"
-	"sync/atomic"
+	"strconv"
 	"time"
 
 	"github.com/amtdns/amtrelay/health"
+	"github.com/amtdns/amtrelay/table"
 
 	"github.com/coredns/coredns/plugin/pkg/fall"
-	"github.com/miekg/dns"
 )
 
-// AMTRELAY relay types (RFC 8777 §4.2.3).
-const (
-	relayTypeIPv4 = 1
-	relayTypeIPv6 = 2
-	relayTypeName = 3
-)
+// config is everything one amtrelay block says, parsed. It never changes once setup has built it:
+// what moves while serving (relay health, the sources table) is state of the instance, published
+// in a view.
+type config struct {
+	zones       []string // lower-case FQDNs
+	label       string   // lower case
+	ttl         uint32
+	nameservers []string
+	relays      []*relay         // by precedence, config order within one; relay.index is the position
+	endpoints   []*endpoint      // every relay's, in relay order; endpoint.id is the position
+	relayByName map[string]int   // relay name -> index
+	inline      []table.Override // the source lines, to lay over a sources file
+	inlineTable *table.Table     // the source lines alone, the table without a sources file
+	sources     sourcesConfig
+	health      healthCheck
+	allDown     allDownPolicy
+	fall        fall.F
+	serial      uint32 // SOA serial, new on every config load
+}
+
+// relayIndex resolves a relay name, for the sources file.
+func (cfg *config) relayIndex(name string) (int, bool) {
+	i, ok := cfg.relayByName[name]
+	return i, ok
+}
+
+// relay is one configured relay: a name, its addresses and how gateways should treat it.
+type relay struct {
+	name              string
+	index             int
+	precedence        uint8
+	discoveryOptional bool
+	probe             probeTarget // where probes go; the zero value probes each endpoint on its own
+	endpoints         []*endpoint
+}
+
+// endpoint is one address of a relay: an IP address (AMTRELAY type 1 or 2, and A/AAAA answers) or a
+// domain name (type 3, AMTRELAY answers only). Each endpoint is health-checked and filtered on its
+// own.
+type endpoint struct {
+	id    int
+	relay *relay
+	addr  netip.Addr // valid for IP endpoints
+	host  string     // lower-case FQDN for name endpoints
+	ip    net.IP     // addr in the form dns.A and dns.AAAA take, built once
+	rdata string     // the AMTRELAY RDATA in RFC 3597 hex (see relayRdata)
+}
+
+// String names the endpoint in logs.
+func (e *endpoint) String() string {
+	if e.host != "" {
+		return e.host
+	}
+	return e.addr.String()
+}
+
+// probeTarget is where health probes go: a fixed address and port, or a name resolved before
+// every probe (at most maxProbeAddrs of its addresses are probed).
+type probeTarget struct {
+	addr netip.AddrPort // valid for an IP target
+	host string         // lower-case FQDN otherwise
+	port uint16
+}
+
+func (t probeTarget) isZero() bool { return !t.addr.IsValid() && t.host == "" }
+
+// String is the target as written, HOST:PORT.
+func (t probeTarget) String() string {
+	if t.addr.IsValid() {
+		return t.addr.String()
+	}
+	return net.JoinHostPort(t.host, strconv.Itoa(int(t.port)))
+}
+
+// healthCheck holds the probe settings; interval 0 means health checks are off.
+type healthCheck struct {
+	interval time.Duration
+	timeout  time.Duration
+	policy   health.Policy
+}
+
+func (h healthCheck) enabled() bool { return h.interval > 0 }
+
+// sourcesConfig is what the sources property says, and where it says it.
+type sourcesConfig struct {
+	path     string // "" when there is no sources file
+	reload   time.Duration
+	maxSize  int64
+	corefile string
+	line     int
+}
 
 // allDownPolicy says what to answer for a source whose relays are all failing their health checks.
 type allDownPolicy uint8
@@ -31,106 +115,18 @@ const (
 
 var allDownPolicies = map[string]allDownPolicy{"serve": allDownServe, "nodata": allDownNoData, "servfail": allDownServFail}
 
-// healthCheck holds the probe settings; interval 0 means health checks are off.
-type healthCheck struct {
-	interval time.Duration
-	timeout  time.Duration
-	policy   health.Policy
-}
-
-// Defaults of the health_check property.
+// Defaults and bounds of the Corefile properties.
 const (
-	defaultInterval = 5 * time.Second
-	defaultTimeout  = time.Second
-	defaultFails    = 3
-	defaultRises    = 2
-	defaultTTL      = 30
-	defaultLabel    = "amt"
+	defaultInterval      = 5 * time.Second
+	defaultTimeout       = time.Second
+	defaultFails         = 3
+	defaultRises         = 2
+	defaultTTL           = 30
+	defaultLabel         = "amt"
+	defaultSourcesReload = 5 * time.Second
+
+	// A relay probed more often than this is being attacked by its own DNS; a shorter timeout
+	// would fail on ordinary scheduling delays.
+	minInterval = 100 * time.Millisecond
+	minTimeout  = 10 * time.Millisecond
 )
-
-// relay is one configured relay: a name, its addresses and how gateways should treat it.
-type relay struct {
-	name              string
-	precedence        uint8
-	discoveryOptional bool
-	probe             string // HOST:PORT override for health probes, "" for the default
-	endpoints         []*endpoint
-	upEndpoints       atomic.Int32 // how many endpoints pass their health check; relay is up while > 0
-}
-
-func (r *relay) up() bool { return r.upEndpoints.Load() > 0 }
-
-// endpoint is one address of a relay: an IP address (AMTRELAY type 1 or 2, and A/AAAA answers) or a
-// domain name (type 3, AMTRELAY answers only). Each endpoint is health-checked and filtered on its own.
-type endpoint struct {
-	relay *relay
-	addr  netip.Addr // valid for IP endpoints
-	host  string     // FQDN for name endpoints
-	ip    net.IP     // addr in the form dns.A/dns.AAAA take, built once
-	// rdata is the AMTRELAY RDATA in RFC 3597 hex: miekg/dns v1.1.73 drops the relay field of a
-	// native AMTRELAY record whose D-bit is set, so answers carry the record as opaque type 260.
-	rdata string
-	state health.State
-}
-
-// String names the endpoint in logs.
-func (e *endpoint) String() string {
-	if e.host != "" {
-		return e.host
-	}
-	return e.addr.String()
-}
-
-func newEndpoint(r *relay, address string) *endpoint {
-	e := &endpoint{relay: r}
-	if a, err := netip.ParseAddr(address); err == nil {
-		e.addr = a
-		e.ip = net.IP(a.AsSlice())
-	} else {
-		e.host = dns.Fqdn(address)
-	}
-	return e
-}
-
-// encodeRdata packs the AMTRELAY RDATA: precedence, D-bit and type, relay (RFC 8777 §4.2). A name is
-// written uncompressed and fully qualified, root label included (§4.2.4).
-func (e *endpoint) encodeRdata() error {
-	b := []byte{e.relay.precedence, 0}
-	if e.relay.discoveryOptional {
-		b[1] = 0x80
-	}
-	switch {
-	case e.addr.Is4():
-		b[1] |= relayTypeIPv4
-		b = append(b, e.addr.AsSlice()...)
-	case e.addr.Is6():
-		b[1] |= relayTypeIPv6
-		b = append(b, e.addr.AsSlice()...)
-	default:
-		b[1] |= relayTypeName
-		name := make([]byte, 256)
-		n, err := dns.PackDomainName(e.host, name, 0, nil, false)
-		if err != nil {
-			return err
-		}
-		b = append(b, name[:n]...)
-	}
-	e.rdata = hex.EncodeToString(b)
-	return nil
-}
-
-// config is everything one amtrelay block says. It never changes once parsed; only the endpoints'
-// health states (atomics written by the prober) and the sources table (an atomic pointer swapped
-// whole when the sources file changes) move while serving.
-type config struct {
-	zones       []string
-	label       string
-	ttl         uint32
-	nameservers []string
-	relays      []*relay // sorted by precedence, so a source's relay list (ascending indices) is in answer order
-	sources     *sourceTable
-	health      healthCheck
-	allDown     allDownPolicy
-	fall        fall.F
-	serial      uint32 // SOA serial, new on every config load
-}

@@ -1,7 +1,6 @@
 package amtrelay
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -15,36 +14,59 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/amtdns/amtrelay/health"
 	"github.com/amtdns/amtrelay/table"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
-	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/miekg/dns"
 )
 
-// pluginName is the directive, the handler's Name, the log prefix and the metrics subsystem.
-const pluginName = "amtrelay"
-
-var log = clog.NewWithPlugin(pluginName)
-
 func init() { plugin.Register(pluginName, setup) }
 
+// setup parses the block, loads its connectivity table and wires the instance's hooks. It starts
+// nothing: background work starts in OnStartup.
 func setup(c *caddy.Controller) error {
 	cfg, err := parse(c)
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	a := newAMTRelay(cfg)
-	a.serverConfig = dnsserver.GetConfig(c)
+	a, err := newAMTRelay(cfg, generationOf(c))
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
 	c.OnStartup(a.start)
 	c.OnShutdown(a.stop)
+	// These two run on the instance being replaced by a Corefile reload: a failed reload discards
+	// the new instances without their OnShutdown, so this one stops what they started.
+	c.OnRestart(func() error {
+		beginRestart(a.gen)
+		return nil
+	})
+	c.OnRestartFailed(func() error {
+		for _, discarded := range restartFailed(a.gen) {
+			discarded.stop()
+		}
+		return nil
+	})
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
 		a.Next = next
 		return a
 	})
 	return nil
+}
+
+type generationKey struct{}
+
+// generationOf returns the generation token of the caddy instance c is setting up.
+func generationOf(c *caddy.Controller) *generation {
+	if g, ok := c.Get(generationKey{}).(*generation); ok {
+		return g
+	}
+	g := new(generation)
+	c.Set(generationKey{}, g)
+	return g
 }
 
 // Names of relays become Prometheus label values and log words: keep them plain.
@@ -64,18 +86,7 @@ func nextSerial() uint32 {
 	}
 }
 
-// sourceLine is a `source` property kept until every relay is known, so relays and sources may
-// come in any order; file and line make the error point at the right place.
-type sourceLine struct {
-	prefix netip.Prefix
-	relays []string
-	file   string
-	line   int
-}
-
-// parse reads one server block's amtrelay stanza. It starts nothing; its only I/O is the first
-// read of the sources file, so that a bad file fails start-up, or a Corefile reload, before any
-// instance has started.
+// parse reads one server block's amtrelay stanza into a config. It does no I/O.
 func parse(c *caddy.Controller) (*config, error) {
 	var cfg *config
 	for c.Next() {
@@ -100,10 +111,10 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 		health: healthCheck{
 			interval: defaultInterval,
 			timeout:  defaultTimeout,
+			policy:   health.Policy{Fails: defaultFails, Rises: defaultRises},
 		},
 		serial: nextSerial(),
 	}
-	cfg.health.policy.Fails, cfg.health.policy.Rises = defaultFails, defaultRises
 
 	zoneArgs := c.RemainingArgs()
 	for _, z := range zoneArgs {
@@ -115,9 +126,8 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 
 	var (
 		sources  []sourceLine
-		file     sourcesFile
 		byName   = map[string]*relay{}
-		byAddr   = map[string]string{} // endpoint address → relay name, to reject an address in two relays
+		byAddr   = map[string]string{} // endpoint address -> relay name, to reject an address in two relays
 		seenProp = map[string]bool{}
 	)
 	for c.NextBlock() {
@@ -156,11 +166,11 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 			}
 			sources = append(sources, sourceLine{prefix: p, relays: args[1:], file: c.File(), line: c.Line()})
 		case "sources":
-			f, err := parseSources(c)
+			sc, err := parseSources(c)
 			if err != nil {
 				return nil, err
 			}
-			file = f
+			cfg.sources = sc
 		case "label":
 			l, err := singleArg(c)
 			if err != nil {
@@ -217,92 +227,141 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 	if len(cfg.relays) == 0 {
 		return nil, c.Err("no relay defined")
 	}
-	if len(sources) == 0 && file.path == "" {
+	if len(sources) == 0 && cfg.sources.path == "" {
 		return nil, c.Err("no source or sources file defined: every query would miss")
 	}
-
-	// Lower precedence first, config order within a precedence: relay indices then follow answer order.
-	slices.SortStableFunc(cfg.relays, func(a, b *relay) int { return int(a.precedence) - int(b.precedence) })
-	index := make(map[string]int, len(cfg.relays))
-	for i, r := range cfg.relays {
-		index[r.name] = i
+	cfg.index()
+	if err := cfg.parseSourceLines(sources); err != nil {
+		return nil, err
 	}
+	return cfg, nil
+}
 
-	st := &sourceTable{file: file.path, interval: file.reload}
-	var overrides []table.Override
-	// The inline lines are checked among themselves (unknown relays, duplicates) in a builder of
-	// their own; over a file's entries they are laid with Override, as they win there.
+// index orders the relays and numbers relays and endpoints. Lower precedence comes first, config
+// order within a precedence: relay indices then follow answer order, and so do endpoint ids.
+func (cfg *config) index() {
+	slices.SortStableFunc(cfg.relays, func(a, b *relay) int { return int(a.precedence) - int(b.precedence) })
+	cfg.relayByName = make(map[string]int, len(cfg.relays))
+	for i, r := range cfg.relays {
+		r.index = i
+		cfg.relayByName[r.name] = i
+		for _, e := range r.endpoints {
+			e.id = len(cfg.endpoints)
+			cfg.endpoints = append(cfg.endpoints, e)
+		}
+	}
+}
+
+// sourceLine is a `source` property kept until every relay is known, so relays and sources may
+// come in any order; file and line make the error point at the right place.
+type sourceLine struct {
+	prefix netip.Prefix
+	relays []string
+	file   string
+	line   int
+}
+
+// parseSourceLines resolves the source lines' relays and builds their table. The lines are
+// checked among themselves (unknown relays, duplicates) in a builder of their own; over a sources
+// file's entries they are laid as overrides, as they win there.
+func (cfg *config) parseSourceLines(sources []sourceLine) error {
 	b := table.NewBuilder()
 	for _, s := range sources {
 		ids := make([]int, 0, len(s.relays))
 		for _, name := range s.relays {
-			i, ok := index[name]
+			i, ok := cfg.relayIndex(name)
 			if !ok {
-				return nil, lineErr(s.file, s.line, "source %s: unknown relay %q", s.prefix, name)
+				return lineErr(s.file, s.line, "source %s: unknown relay %q", s.prefix, name)
 			}
 			ids = append(ids, i)
 		}
 		origin := table.Origin{File: s.file, Line: s.line}
 		if err := b.Add(s.prefix, ids, origin); err != nil {
-			return nil, lineErr(s.file, s.line, "source %v", err)
+			return lineErr(s.file, s.line, "source %v", err)
 		}
-		overrides = append(overrides, table.Override{Prefix: s.prefix, Relays: ids, Origin: origin})
+		cfg.inline = append(cfg.inline, table.Override{Prefix: s.prefix, Relays: ids, Origin: origin})
 	}
 	t, err := b.Build()
 	if dup := (*table.DuplicateError)(nil); errors.As(err, &dup) {
-		return nil, lineErr(dup.Dup.File, dup.Dup.Line, "source %v", err)
+		return lineErr(dup.Dup.File, dup.Dup.Line, "source %v", err)
 	}
-	if file.path != "" {
-		resolve := func(name string) (int, bool) {
-			i, ok := index[name]
-			return i, ok
-		}
-		st.loader = table.NewFileLoader(file.path, resolve, overrides)
-		if t, err = st.load(context.Background()); err != nil {
-			return nil, lineErr(file.corefile, file.line, "sources: %v", err)
-		}
-	}
-	st.current.Store(t)
-	st.loadedAt = time.Now()
-	cfg.sources = st
-	return cfg, nil
+	cfg.inlineTable = t
+	return err
 }
 
-// sourcesFile is what the sources property says, and where it says it.
-type sourcesFile struct {
-	path     string
-	reload   time.Duration
-	corefile string
-	line     int
-}
-
-// parseSources reads `sources FILE [reload DURATION]`. A relative FILE is taken relative to the
-// root plugin's directory, as hosts and file do.
-func parseSources(c *caddy.Controller) (sourcesFile, error) {
-	f := sourcesFile{reload: defaultSourcesReload, corefile: c.File(), line: c.Line()}
+// parseSources reads `sources FILE [reload DURATION] [max_size SIZE]`. A relative FILE is taken
+// relative to the root plugin's directory, as hosts and file do.
+func parseSources(c *caddy.Controller) (sourcesConfig, error) {
+	sc := sourcesConfig{reload: defaultSourcesReload, maxSize: table.DefaultMaxSize, corefile: c.File(), line: c.Line()}
 	args := c.RemainingArgs()
+	if len(args) == 0 {
+		return sc, c.ArgErr()
+	}
+	sc.path = args[0]
+	if root := dnsserver.GetConfig(c).Root; !filepath.IsAbs(sc.path) && root != "" {
+		sc.path = filepath.Join(root, sc.path)
+	}
+	seen := map[string]bool{}
+	for i := 1; i < len(args); i += 2 {
+		opt := args[i]
+		if opt != "reload" && opt != "max_size" {
+			return sc, c.Errf("sources: unknown option %q", opt)
+		}
+		if seen[opt] {
+			return sc, c.Errf("sources: %s given twice", opt)
+		}
+		seen[opt] = true
+		if i+1 >= len(args) {
+			if opt == "reload" {
+				return sc, c.Errf("sources: reload needs a duration (0 to read the file once)")
+			}
+			return sc, c.Errf("sources: max_size needs a size in bytes (K, M or G for KiB, MiB, GiB)")
+		}
+		val := args[i+1]
+		switch opt {
+		case "reload":
+			d, err := time.ParseDuration(val)
+			if err != nil {
+				return sc, c.Errf("sources: reload: %v", err)
+			}
+			if d < 0 {
+				return sc, c.Errf("sources: reload %s is negative (0 reads the file once)", val)
+			}
+			if d > 0 && d < table.SettleTime {
+				return sc, c.Errf("sources: reload %s is shorter than %v", val, table.SettleTime)
+			}
+			sc.reload = d
+		case "max_size":
+			n, err := parseSize(val)
+			if err != nil {
+				return sc, c.Errf("sources: max_size %q: %v", val, err)
+			}
+			sc.maxSize = n
+		}
+	}
+	return sc, nil
+}
+
+// parseSize reads a positive number of bytes with an optional K, M or G suffix (powers of 1024).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
 	switch {
-	case len(args) == 0 || len(args) > 3:
-		return f, c.ArgErr()
-	case len(args) > 1 && args[1] != "reload":
-		return f, c.Errf("sources: unknown option %q", args[1])
-	case len(args) == 2:
-		return f, c.Errf("sources: reload needs a duration (0 to read the file once)")
-	case len(args) == 3:
-		d, err := time.ParseDuration(args[2])
-		if err != nil {
-			return f, c.Errf("sources: reload: %v", err)
-		}
-		if d < 0 {
-			return f, c.Errf("sources: reload %s is negative (0 reads the file once)", args[2])
-		}
-		f.reload = d
+	case strings.HasSuffix(s, "K"):
+		mult = 1 << 10
+	case strings.HasSuffix(s, "M"):
+		mult = 1 << 20
+	case strings.HasSuffix(s, "G"):
+		mult = 1 << 30
 	}
-	f.path = args[0]
-	if root := dnsserver.GetConfig(c).Root; !filepath.IsAbs(f.path) && root != "" {
-		f.path = filepath.Join(root, f.path)
+	digits := s
+	if mult > 1 {
+		digits = s[:len(s)-1]
 	}
-	return f, nil
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return 0, errors.New("want a positive number of bytes, with K, M or G for KiB, MiB, GiB")
+	}
+	return n * mult, nil
 }
 
 // lineErr formats an error the way the caddy dispenser does, for errors found after the block was read.
@@ -342,7 +401,7 @@ func parseRelay(c *caddy.Controller) (*relay, error) {
 	if !relayNameRE.MatchString(r.name) {
 		return nil, c.Errf("relay name %q: use letters, digits, '.', '_' or '-' (at most 63)", r.name)
 	}
-	var addresses []string
+	var addresses []relayAddress
 	seenOpt := map[string]bool{}
 	for i := 1; i < len(args); i++ {
 		switch arg := args[i]; arg {
@@ -362,10 +421,11 @@ func parseRelay(c *caddy.Controller) (*relay, error) {
 				}
 				r.precedence = uint8(p)
 			} else {
-				if err := checkHostPort(args[i]); err != nil {
+				t, err := parseProbeTarget(args[i])
+				if err != nil {
 					return nil, c.Errf("relay %q: probe %q: %v", r.name, args[i], err)
 				}
-				r.probe = args[i]
+				r.probe = t
 			}
 		case "discovery_optional":
 			r.discoveryOptional = true
@@ -387,36 +447,53 @@ func parseRelay(c *caddy.Controller) (*relay, error) {
 		return nil, c.Errf("relay %q has no address", r.name)
 	}
 	for _, a := range addresses {
-		e := newEndpoint(r, a)
-		if err := e.encodeRdata(); err != nil {
-			return nil, c.Errf("relay %q: %s: %v", r.name, a, err)
+		e := &endpoint{relay: r, addr: a.addr, host: a.host}
+		if a.addr.IsValid() {
+			e.ip = net.IP(a.addr.AsSlice())
 		}
+		rdata, err := relayRdata(r.precedence, r.discoveryOptional, a.addr, a.host)
+		if err != nil {
+			return nil, c.Errf("relay %q: %s: %v", r.name, e, err)
+		}
+		e.rdata = rdata
 		r.endpoints = append(r.endpoints, e)
 	}
-	r.upEndpoints.Store(int32(len(r.endpoints)))
 	return r, nil
 }
 
-// parseRelayAddress returns the canonical text of an IP address or the lower-case FQDN of a relay name.
-func parseRelayAddress(s string) (string, error) {
+// relayAddress is a parsed relay address: an IP address, or a lower-case FQDN.
+type relayAddress struct {
+	addr netip.Addr
+	host string
+}
+
+func (a relayAddress) String() string {
+	if a.host != "" {
+		return a.host
+	}
+	return a.addr.String()
+}
+
+// parseRelayAddress reads an IP address or the domain name of a relay.
+func parseRelayAddress(s string) (relayAddress, error) {
 	if a, err := netip.ParseAddr(s); err == nil {
 		switch {
 		case a.Zone() != "":
-			return "", fmt.Errorf("address %q: zones are not allowed in DNS answers", s)
+			return relayAddress{}, fmt.Errorf("address %q: zones are not allowed in DNS answers", s)
 		case a.Is4In6():
-			return "", fmt.Errorf("address %q: write the IPv4 form %s", s, a.Unmap())
+			return relayAddress{}, fmt.Errorf("address %q: write the IPv4 form %s", s, a.Unmap())
 		case a.IsUnspecified() || a.IsMulticast():
-			return "", fmt.Errorf("address %q is not a unicast address", s)
+			return relayAddress{}, fmt.Errorf("address %q is not a unicast address", s)
 		}
-		return a.String(), nil
+		return relayAddress{addr: a}, nil
 	}
 	if looksNumeric(s) {
-		return "", fmt.Errorf("%q is neither an IP address nor a domain name", s)
+		return relayAddress{}, fmt.Errorf("%q is neither an IP address nor a domain name", s)
 	}
 	if _, ok := dns.IsDomainName(s); !ok || s == "." || strings.ContainsAny(s, `\ `) {
-		return "", fmt.Errorf("%q is neither an IP address nor a domain name", s)
+		return relayAddress{}, fmt.Errorf("%q is neither an IP address nor a domain name", s)
 	}
-	return strings.ToLower(dns.Fqdn(s)), nil
+	return relayAddress{host: strings.ToLower(dns.Fqdn(s))}, nil
 }
 
 // looksNumeric catches mistyped addresses ("203.0.113", "2001:db8:::1") that would otherwise pass as names.
@@ -430,24 +507,29 @@ func looksNumeric(s string) bool {
 	return err == nil
 }
 
-func checkHostPort(s string) error {
+// parseProbeTarget reads HOST:PORT, HOST an address or a name.
+func parseProbeTarget(s string) (probeTarget, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return err
+		return probeTarget{}, err
 	}
-	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return probeTarget{}, fmt.Errorf("port %q is not a number from 1 to 65535", port)
 	}
-	if _, err := parseRelayAddress(host); err != nil {
-		return err
+	a, err := parseRelayAddress(host)
+	if err != nil {
+		return probeTarget{}, err
 	}
-	return nil
+	if a.addr.IsValid() {
+		return probeTarget{addr: netip.AddrPortFrom(a.addr, uint16(p))}, nil
+	}
+	return probeTarget{host: a.host, port: uint16(p)}, nil
 }
 
 // parseHealthCheck reads `health_check INTERVAL [timeout DURATION] [fails N] [rises N]` or `health_check off`.
 func parseHealthCheck(c *caddy.Controller) (healthCheck, error) {
-	hc := healthCheck{timeout: defaultTimeout}
-	hc.policy.Fails, hc.policy.Rises = defaultFails, defaultRises
+	hc := healthCheck{timeout: defaultTimeout, policy: health.Policy{Fails: defaultFails, Rises: defaultRises}}
 	args := c.RemainingArgs()
 	if len(args) == 0 {
 		return hc, c.ArgErr()
@@ -459,7 +541,7 @@ func parseHealthCheck(c *caddy.Controller) (healthCheck, error) {
 		return healthCheck{}, nil
 	}
 	var err error
-	if hc.interval, err = positiveDuration(args[0]); err != nil {
+	if hc.interval, err = durationAtLeast(args[0], minInterval); err != nil {
 		return hc, c.Errf("health_check interval: %v", err)
 	}
 	timeoutSet := false
@@ -476,7 +558,7 @@ func parseHealthCheck(c *caddy.Controller) (healthCheck, error) {
 		val := args[i+1]
 		switch opt {
 		case "timeout":
-			if hc.timeout, err = positiveDuration(val); err != nil {
+			if hc.timeout, err = durationAtLeast(val, minTimeout); err != nil {
 				return hc, c.Errf("health_check timeout: %v", err)
 			}
 			timeoutSet = true
@@ -503,15 +585,14 @@ func parseHealthCheck(c *caddy.Controller) (healthCheck, error) {
 	return hc, nil
 }
 
-var errNotPositive = errors.New("must be greater than zero")
-
-func positiveDuration(s string) (time.Duration, error) {
+// durationAtLeast parses a duration of at least least.
+func durationAtLeast(s string, least time.Duration) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		return 0, err
 	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%s %w", s, errNotPositive)
+	if d < least {
+		return 0, fmt.Errorf("%s is shorter than the minimum %v", s, least)
 	}
 	return d, nil
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtdns/amtrelay/health"
+
 	"github.com/coredns/caddy"
 )
 
@@ -26,13 +28,12 @@ func TestParseDefaults(t *testing.T) {
 	if cfg.label != "amt" || cfg.ttl != 30 || cfg.allDown != allDownServe {
 		t.Errorf("Expected label amt, ttl 30, all_down serve; got %q %d %d", cfg.label, cfg.ttl, cfg.allDown)
 	}
-	want := healthCheck{interval: 5 * time.Second, timeout: time.Second}
-	want.policy.Fails, want.policy.Rises = 3, 2
+	want := healthCheck{interval: 5 * time.Second, timeout: time.Second, policy: health.Policy{Fails: 3, Rises: 2}}
 	if cfg.health != want {
 		t.Errorf("Expected health defaults %+v, got %+v", want, cfg.health)
 	}
 	r := cfg.relays[0]
-	if r.precedence != 0 || r.discoveryOptional || r.probe != "" || len(r.endpoints) != 1 {
+	if r.precedence != 0 || r.discoveryOptional || !r.probe.isZero() || len(r.endpoints) != 1 {
 		t.Errorf("Unexpected relay defaults: %+v", r)
 	}
 	if cfg.serial == 0 {
@@ -44,7 +45,7 @@ func TestParseFull(t *testing.T) {
 	c := caddy.NewTestController("dns", `amtrelay 100.51.198.in-addr.arpa 8.b.d.0.1.0.0.2.ip6.arpa {
 		relay far 192.0.2.9 precedence 20
 		relay near 192.0.2.1 2001:db8::1 precedence 10 discovery_optional probe 127.0.0.1:3000
-		relay named Relays.Example.NET precedence 10
+		relay named Relays.Example.NET precedence 10 probe Probe.Example.NET:2300
 		source 198.51.100.0/24 near far
 		source 198.51.100.128/25 far
 		source 2001:db8::/32 named
@@ -70,11 +71,24 @@ func TestParseFull(t *testing.T) {
 		t.Errorf("Expected relays sorted by precedence, config order within one, got %q", got)
 	}
 	near := cfg.relays[0]
-	if near.precedence != 10 || !near.discoveryOptional || near.probe != "127.0.0.1:3000" || len(near.endpoints) != 2 {
+	if near.precedence != 10 || !near.discoveryOptional || near.probe != (probeTarget{addr: netip.MustParseAddrPort("127.0.0.1:3000")}) || len(near.endpoints) != 2 {
 		t.Errorf("Unexpected relay near: %+v", near)
 	}
-	if h := cfg.relays[1].endpoints[0].host; h != "relays.example.net." {
+	named := cfg.relays[1]
+	if h := named.endpoints[0].host; h != "relays.example.net." {
 		t.Errorf("Expected a lower-case FQDN relay name, got %q", h)
+	}
+	if named.probe != (probeTarget{host: "probe.example.net.", port: 2300}) {
+		t.Errorf("Expected the probe name parsed once, got %+v", named.probe)
+	}
+	// Endpoints are numbered in answer order, across relays.
+	for i, e := range cfg.endpoints {
+		if e.id != i || cfg.relays[e.relay.index] != e.relay {
+			t.Errorf("Endpoint %d (%s) has id %d, relay index %d", i, e, e.id, e.relay.index)
+		}
+	}
+	if len(cfg.endpoints) != 4 {
+		t.Errorf("Expected 4 endpoints, got %d", len(cfg.endpoints))
 	}
 	if cfg.label != "amt-dns" || cfg.ttl != 60 || cfg.allDown != allDownNoData {
 		t.Errorf("Unexpected label/ttl/all_down: %q %d %d", cfg.label, cfg.ttl, cfg.allDown)
@@ -89,11 +103,11 @@ func TestParseFull(t *testing.T) {
 	if !cfg.fall.Through("1.100.51.198.in-addr.arpa.") {
 		t.Errorf("Expected fallthrough for the configured zone")
 	}
-	ids, ok := cfg.sources.Lookup(netip.MustParseAddr("198.51.100.200"))
+	ids, ok := cfg.inlineTable.Lookup(netip.MustParseAddr("198.51.100.200"))
 	if !ok || len(ids) != 1 || cfg.relays[ids[0]].name != "far" {
 		t.Errorf("Expected the /25 to map to far, got %v %v", ids, ok)
 	}
-	ids, ok = cfg.sources.Lookup(netip.MustParseAddr("198.51.100.1"))
+	ids, ok = cfg.inlineTable.Lookup(netip.MustParseAddr("198.51.100.1"))
 	if !ok || len(ids) != 2 || cfg.relays[ids[0]].name != "near" || cfg.relays[ids[1]].name != "far" {
 		t.Errorf("Expected the /24 to map to near then far, got %v %v", ids, ok)
 	}
@@ -111,6 +125,22 @@ func TestParseHealthCheckOff(t *testing.T) {
 	}
 	if cfg.health.interval != 0 {
 		t.Errorf("Expected health checks off, got %+v", cfg.health)
+	}
+}
+
+// The shortest interval and timeout are accepted.
+func TestParseHealthCheckBounds(t *testing.T) {
+	c := caddy.NewTestController("dns", `amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+		health_check 100ms timeout 10ms
+	}`)
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	if cfg.health.interval != minInterval || cfg.health.timeout != minTimeout {
+		t.Errorf("Got %+v", cfg.health)
 	}
 }
 
@@ -172,11 +202,14 @@ func TestParseErrors(t *testing.T) {
 		{"nameserver none", "amtrelay {\n" + good + "nameserver\n}", "Wrong argument count", 4},
 		{"nameserver bad", "amtrelay {\n" + good + "nameserver a..b\n}", "not a domain name", 4},
 		{"health no args", "amtrelay {\n" + good + "health_check\n}", "Wrong argument count", 4},
-		{"health negative interval", "amtrelay {\n" + good + "health_check -5s\n}", "greater than zero", 4},
-		{"health zero interval", "amtrelay {\n" + good + "health_check 0s\n}", "greater than zero", 4},
+		{"health negative interval", "amtrelay {\n" + good + "health_check -5s\n}", "shorter than the minimum 100ms", 4},
+		{"health zero interval", "amtrelay {\n" + good + "health_check 0s\n}", "shorter than the minimum 100ms", 4},
+		{"health 1ns interval", "amtrelay {\n" + good + "health_check 1ns\n}", "1ns is shorter than the minimum 100ms", 4},
+		{"health 99ms interval", "amtrelay {\n" + good + "health_check 99ms\n}", "shorter than the minimum 100ms", 4},
+		{"health 9ms timeout", "amtrelay {\n" + good + "health_check 1s timeout 9ms\n}", "9ms is shorter than the minimum 10ms", 4},
 		{"health bad interval", "amtrelay {\n" + good + "health_check often\n}", "interval", 4},
 		{"health timeout >= interval", "amtrelay {\n" + good + "health_check 1s timeout 1s\n}", "shorter than the interval", 4},
-		{"health negative timeout", "amtrelay {\n" + good + "health_check 1s timeout -1s\n}", "greater than zero", 4},
+		{"health negative timeout", "amtrelay {\n" + good + "health_check 1s timeout -1s\n}", "shorter than the minimum", 4},
 		{"health fails 0", "amtrelay {\n" + good + "health_check 1s fails 0\n}", "fails", 4},
 		{"health rises junk", "amtrelay {\n" + good + "health_check 1s rises many\n}", "rises", 4},
 		{"health unknown option", "amtrelay {\n" + good + "health_check 1s jitter 1\n}", `unknown option "jitter"`, 4},

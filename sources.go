@@ -4,167 +4,91 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/amtdns/amtrelay/table"
 )
 
-// Default interval of the sources property's reload option.
-const defaultSourcesReload = 5 * time.Second
-
-// sourceTable is the per-source connectivity table one plugin instance serves from: the inline
-// `source` lines, laid over the entries of a sources file when one is configured. Queries read the
-// current table with one atomic load and no lock. A reload builds a new table off the query path
-// (from the lines that changed, when few did) and publishes it with one atomic store, so a query
-// sees the old table or the new one, never a mix, and never waits for a reload.
-type sourceTable struct {
-	current atomic.Pointer[table.Table]
-
-	file     string            // sources file, "" when the table is the inline lines only
-	interval time.Duration     // how often the file is checked for changes; 0 reads it once
-	loader   *table.FileLoader // turns versions of file into tables, inline lines laid over
-
-	// Loader state: written by the first load in setup, then only by the watch goroutine.
-	stamp       table.FileStamp // the version of the file last read, loaded or rejected
-	stampLoaded bool            // stamp is the version in service, not one that was rejected
-	loadedAt    time.Time       // when the current table was built
-	lastErr     string          // the failure last reported, so that a file that stays broken is reported once
-
-	mu      sync.Mutex // guards cancel and started against a stop racing a start
-	cancel  context.CancelFunc
-	started bool
-	wg      sync.WaitGroup
-}
-
-// Lookup returns the relays of the longest prefix that contains addr, from the current table.
-func (s *sourceTable) Lookup(addr netip.Addr) (relays []int, ok bool) {
-	return s.current.Load().Lookup(addr)
-}
-
-// Len returns the number of prefixes in the current table.
-func (s *sourceTable) Len() int {
-	t := s.current.Load()
-	return t.Len4() + t.Len6()
-}
-
 // errEmptyFile rejects a sources file of zero bytes: that is what a file being rewritten in place
 // looks like between its truncation and the first write, and loading it would drop every source.
 var errEmptyFile = errors.New("empty file (being rewritten?); a file meant to have no sources needs a comment line")
 
-// load reads the sources file if it differs from the version read last time and builds the table
-// it describes, inline lines on top. It returns a nil table and no error when the file has not
-// changed. Every new line is checked before anything is built: the result is a whole table or an
-// error naming FILE:LINE for each bad line (table.ParseFile reports the first few).
-func (s *sourceTable) load(ctx context.Context) (*table.Table, error) {
-	text, stamp, changed, err := table.Check(ctx, s.file, s.stamp)
+// firstLoadSettle bounds how long start-up waits for a sources file that is being written.
+const firstLoadSettle = 5 * time.Second
+
+// bigSourcesFile is the size from which the first load hands its garbage back to the system at once.
+const bigSourcesFile = 8 << 20
+
+// sourcesFile keeps an instance's connectivity table in step with its sources file: the file's
+// entries with the inline `source` lines laid over them. A new version is parsed off the query path
+// (only the lines that changed, when few did) and published whole, so a query sees the old table
+// or the new one, never a mix, and never waits for a reload. A version that does not load leaves
+// the table in service and is reported once.
+type sourcesFile struct {
+	cfg     sourcesConfig
+	file    *table.SourceFile
+	loader  *table.FileLoader
+	publish func(*table.Table)
+
+	loadedAt atomic.Int64 // Unix nanoseconds when the table in service was built; read by metrics
+
+	// Written by the first load in setup, then only by the watch goroutine.
+	prefixes  int    // in the table in service
+	inService bool   // the version last read is the one in service, not one that was rejected
+	lastErr   string // the failure last reported, so that a file that stays broken is reported once
+}
+
+func newSourcesFile(cfg sourcesConfig, loader *table.FileLoader, publish func(*table.Table)) *sourcesFile {
+	return &sourcesFile{cfg: cfg, file: table.NewSourceFile(cfg.path, cfg.maxSize), loader: loader, publish: publish}
+}
+
+// load reads the first version of the file and publishes its table. An error here fails start-up,
+// or the Corefile reload, before anything has started.
+func (s *sourcesFile) load(ctx context.Context) error {
+	text, err := s.file.First(ctx, firstLoadSettle)
+	if err == nil {
+		err = s.apply(ctx, text)
+	}
 	if err != nil {
-		// s.stamp stays: a file that comes back unchanged is no change.
-		return nil, err
+		return lineErr(s.cfg.corefile, s.cfg.line, "sources: %s", oneLine(err))
 	}
-	s.stamp = stamp
-	if !changed {
-		return nil, nil
-	}
-	s.stampLoaded = false
-	if len(text) == 0 {
-		return nil, fmt.Errorf("%s: %w", s.file, errEmptyFile)
-	}
-	first := s.current.Load() == nil
-	t, err := s.loader.Load(ctx, text)
-	if err != nil {
-		return nil, err
-	}
-	s.stampLoaded = true
-	if first && len(text) >= bigSourcesFile {
+	if len(text) >= bigSourcesFile {
 		// The first load parses the whole file and leaves about twice its size in garbage. Left
 		// to the runtime, the pages go back to the system over minutes, and RSS stays well above
 		// what the table needs. Later reloads mostly patch; their garbage is left to the runtime,
 		// which reuses it for the next reload rather than fault fresh pages in.
 		debug.FreeOSMemory()
 	}
-	return t, nil
+	return nil
 }
 
-// bigSourcesFile is the size from which the first load hands its garbage back to the system at once.
-const bigSourcesFile = 8 << 20
-
-// reload is one check of the sources file: a changed file that parses replaces the table in
-// service; one that does not leaves it in place and is reported once, in the log (with file and
-// line) and in table_reloads_total{result="error"}. An unchanged file costs a stat.
-func (s *sourceTable) reload(ctx context.Context) {
-	t, err := s.load(ctx)
-	if ctx.Err() != nil {
-		return // stopping: a cut-off read says nothing about the file
+// apply loads text, a new version, and publishes its table.
+func (s *sourcesFile) apply(ctx context.Context, text string) error {
+	s.inService = false
+	if len(text) == 0 {
+		return fmt.Errorf("%s: %w", s.cfg.path, errEmptyFile)
 	}
+	t, err := s.loader.Load(ctx, text)
 	if err != nil {
-		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
-		if msg == s.lastErr {
-			return
-		}
-		s.lastErr = msg
-		tableReloads.WithLabelValues("error").Inc()
-		log.Errorf("Reload of %s failed, keeping the table loaded at %s: %s",
-			s.file, s.loadedAt.Format(time.RFC3339), msg)
-		return
+		return err
 	}
-	if t == nil {
-		if s.stampLoaded {
-			// Unchanged and readable: whatever went wrong (a missing file, say) is over.
-			s.lastErr = ""
-		}
-		return
-	}
-	s.current.Store(t)
-	s.loadedAt = time.Now()
-	s.lastErr = ""
-	tableReloads.WithLabelValues("success").Inc()
-	tableLastReload.Set(float64(s.loadedAt.UnixNano()) / 1e9)
-	updateSourcesCount(s)
-	if n := s.loader.ChangedLines(); n >= 0 {
-		log.Infof("Reloaded %s: %d prefixes, %d changed lines applied", s.file, s.Len(), n)
-	} else {
-		log.Infof("Reloaded %s: %d prefixes, whole file parsed", s.file, s.Len())
-	}
+	s.inService = true
+	s.prefixes = t.Len4() + t.Len6()
+	s.loadedAt.Store(time.Now().UnixNano())
+	s.publish(t)
+	return nil
 }
 
-// startWatching starts checking the sources file every interval, if there is one to watch.
-func (s *sourceTable) startWatching() {
-	if s.file == "" || s.interval == 0 {
+// watch checks the file every reload interval until ctx ends; a change that has not settled is
+// checked again as soon as it may have.
+func (s *sourcesFile) watch(ctx context.Context) {
+	if s.cfg.reload == 0 {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		return
-	}
-	s.started = true
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.wg.Add(1)
-	go s.watch(ctx)
-}
-
-// stopWatching ends the watch goroutine and waits for it; safe to call more than once.
-func (s *sourceTable) stopWatching() {
-	s.mu.Lock()
-	cancel := s.cancel
-	s.cancel = nil
-	s.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	s.wg.Wait()
-}
-
-func (s *sourceTable) watch(ctx context.Context) {
-	defer s.wg.Done()
-	t := time.NewTicker(s.interval)
+	t := time.NewTimer(s.cfg.reload)
 	defer t.Stop()
 	for {
 		select {
@@ -172,6 +96,49 @@ func (s *sourceTable) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.reload(ctx)
+		next := s.cfg.reload
+		if settleIn := s.check(ctx); settleIn > 0 {
+			next = min(next, settleIn)
+		}
+		t.Reset(next)
 	}
 }
+
+// check is one look at the file: a new settled version that loads replaces the table in service;
+// one that does not leaves it in place and is reported once, in the log (with file and line) and in
+// table_reloads_total{result="error"}. An unchanged file costs a stat. It returns how soon to look
+// again when the file changed but has not settled.
+func (s *sourcesFile) check(ctx context.Context) (settleIn time.Duration) {
+	text, changed, settleIn, err := s.file.Next(ctx)
+	if err == nil && changed {
+		err = s.apply(ctx, text)
+	}
+	if ctx.Err() != nil {
+		return 0 // stopping: a cut-off read says nothing about the file
+	}
+	switch {
+	case err != nil:
+		msg := oneLine(err)
+		if msg != s.lastErr {
+			s.lastErr = msg
+			tableReloads.WithLabelValues("error").Inc()
+			log.Errorf("Reload of %s failed, keeping the table loaded at %s: %s",
+				s.cfg.path, time.Unix(0, s.loadedAt.Load()).Format(time.RFC3339), msg)
+		}
+	case changed:
+		s.lastErr = ""
+		tableReloads.WithLabelValues("success").Inc()
+		how := "whole file parsed"
+		if n := s.loader.ChangedLines(); n >= 0 {
+			how = fmt.Sprintf("%d changed lines applied", n)
+		}
+		log.Infof("Reloaded %s: %d prefixes, %s", s.cfg.path, s.prefixes, how)
+	case settleIn == 0 && s.inService:
+		// Unchanged and readable: whatever went wrong (a missing file, say) is over.
+		s.lastErr = ""
+	}
+	return settleIn
+}
+
+// oneLine joins the lines of a multi-error (one per bad line of a file) for a single log line.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

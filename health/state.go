@@ -1,8 +1,6 @@
 // Package health is the up/down state machine behind relay health checks. It knows nothing about
-// sockets: the prober feeds it probe outcomes and the query path reads Up.
+// sockets or time: its owner feeds it probe outcomes and publishes what Up says.
 package health
-
-import "sync/atomic"
 
 // Policy holds the hysteresis thresholds.
 type Policy struct {
@@ -10,18 +8,15 @@ type Policy struct {
 	Rises int // consecutive good probes that bring a down target back up
 }
 
-// State is the health of one probe target.
-//
-// Up may be called from any goroutine at any time. Observe must be called by one goroutine at a time
-// (the target's prober); that keeps the counters plain integers and only the published flag atomic.
+// State is the health of one probe target. It is a plain value: its owner serialises access.
 type State struct {
-	down     atomic.Bool // zero value = up: until the first probe answers, serve rather than hide the target
+	down     bool // zero value = up: until the first probe answers, serve rather than hide the target
 	observed bool
 	streak   int // length of the current run of outcomes that disagree with the published state
 }
 
 // Up reports the published state.
-func (s *State) Up() bool { return !s.down.Load() }
+func (s *State) Up() bool { return !s.down }
 
 // Observed reports whether any outcome has been recorded yet.
 func (s *State) Observed() bool { return s.observed }
@@ -30,7 +25,7 @@ func (s *State) Observed() bool { return s.observed }
 // hysteresis then applies from the next outcome on: only a target never observed lets its first
 // outcome decide at once.
 func (s *State) Restore(up bool) {
-	s.down.Store(!up)
+	s.down = !up
 	s.observed = true
 	s.streak = 0
 }
@@ -47,7 +42,7 @@ func (s *State) Observe(ok bool, p Policy) (changed bool, streak int) {
 		if ok == s.Up() {
 			return false, 0
 		}
-		s.down.Store(!ok)
+		s.down = !ok
 		return true, 1
 	}
 	if ok == s.Up() {
@@ -64,6 +59,6 @@ func (s *State) Observe(ok bool, p Policy) (changed bool, streak int) {
 	}
 	streak = s.streak
 	s.streak = 0
-	s.down.Store(!ok)
+	s.down = !ok
 	return true, streak
 }

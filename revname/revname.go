@@ -190,6 +190,20 @@ func InZone(name, zone string) bool {
 	return name[sep] == '.' && !escaped(name, sep)
 }
 
+// LastLabel splits prefix, the labels Parse returns in front of a reverse
+// name, at its last unescaped dot: front holds the labels before it (""
+// when there is one label only) and last the label next to the reverse
+// name. Escapes are left as they are: "x\.y.amt" is front "x\.y", last
+// "amt", and "x\.amt" is the single label "x.amt".
+func LastLabel(prefix string) (front, last string) {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] == '.' && !escaped(prefix, i) {
+			return prefix[:i], prefix[i+1:]
+		}
+	}
+	return "", prefix
+}
+
 // hasSuffixFold compares ASCII only: strings.EqualFold would also fold
 // non-ASCII runes (the Kelvin sign matches "k"), which DNS does not.
 func hasSuffixFold(s, suffix string) bool {

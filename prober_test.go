@@ -121,7 +121,7 @@ func TestHealthFailoverAndRecovery(t *testing.T) {
 
 	expectReady(t, readyAddr, http.StatusOK)
 	expectAddresses(t, s, "127.0.0.21 127.0.0.22")
-	if v := testutil.ToFloat64(relayUp.WithLabelValues("h0")); v != 1 {
+	if v := relayUpValue(t, "h0"); v != 1 {
 		t.Errorf("Expected relay_up{h0} 1, got %v", v)
 	}
 
@@ -132,7 +132,7 @@ func TestHealthFailoverAndRecovery(t *testing.T) {
 	expectAddresses(t, s, "127.0.0.22")
 	// The answers follow the endpoint's state the moment it flips; the relay series a moment later.
 	eventually(t, "relay_up{h0} 0", time.Second, func() (bool, string) {
-		v := testutil.ToFloat64(relayUp.WithLabelValues("h0"))
+		v := relayUpValue(t, "h0")
 		return v == 0, fmt.Sprint(v)
 	})
 	eventually(t, "one down transition and refused probes for h0", time.Second, func() (bool, string) {
@@ -156,7 +156,7 @@ func TestHealthFailoverAndRecovery(t *testing.T) {
 	expectAddresses(t, s, "127.0.0.22")
 	expectReady(t, readyAddr, http.StatusOK)
 	eventually(t, "relay_up{h1} 1", time.Second, func() (bool, string) {
-		v := testutil.ToFloat64(relayUp.WithLabelValues("h1"))
+		v := relayUpValue(t, "h1")
 		return v == 1, fmt.Sprint(v)
 	})
 }
@@ -231,7 +231,7 @@ func TestHealthSurvivesReload(t *testing.T) {
 	if got := readyStatus(readyAddr); got != http.StatusOK {
 		t.Errorf("Ready status right after the reload: %d, want 200", got)
 	}
-	if v := testutil.ToFloat64(relayUp.WithLabelValues("h1")); v != 0 {
+	if v := relayUpValue(t, "h1"); v != 0 {
 		t.Errorf("relay_up{h1} after the reload: %v, want 0", v)
 	}
 

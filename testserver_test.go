@@ -71,14 +71,14 @@ func (s *testServer) reload(t *testing.T, corefile string) {
 	s.udp, s.tcp = srv.LocalAddr().String(), srv.Addr().String()
 }
 
-// reply is a response as it came off the wire. msg is nil when miekg/dns cannot unpack it, which
+// response is a reply as it came off the wire. msg is nil when miekg/dns cannot unpack it, which
 // is the case for any AMTRELAY with the D-bit set (miekg/dns v1.1.73 bug); raw is always there.
-type reply struct {
+type response struct {
 	raw []byte
 	msg *dns.Msg
 }
 
-func (s *testServer) query(t *testing.T, proto, name string, qtype uint16) reply {
+func (s *testServer) query(t *testing.T, proto, name string, qtype uint16) response {
 	t.Helper()
 	q := new(dns.Msg)
 	q.SetQuestion(name, qtype)
@@ -86,7 +86,7 @@ func (s *testServer) query(t *testing.T, proto, name string, qtype uint16) reply
 	return s.exchange(t, proto, q)
 }
 
-func (s *testServer) exchange(t *testing.T, proto string, q *dns.Msg) reply {
+func (s *testServer) exchange(t *testing.T, proto string, q *dns.Msg) response {
 	t.Helper()
 	out, err := q.Pack()
 	if err != nil {
@@ -127,7 +127,7 @@ func (s *testServer) exchange(t *testing.T, proto string, q *dns.Msg) reply {
 		}
 		raw = buf[:n]
 	}
-	r := reply{raw: raw}
+	r := response{raw: raw}
 	if m := new(dns.Msg); m.Unpack(raw) == nil {
 		r.msg = m
 	}
@@ -146,7 +146,7 @@ type wireRR struct {
 }
 
 // sections walks the raw message: header, question, then answer, authority and additional records.
-func (r reply) sections(t *testing.T) (rcode int, aa bool, question string, sec [3][]wireRR) {
+func (r response) sections(t *testing.T) (rcode int, aa bool, question string, sec [3][]wireRR) {
 	t.Helper()
 	b := r.raw
 	if len(b) < 12 {
@@ -190,7 +190,7 @@ func (r reply) sections(t *testing.T) (rcode int, aa bool, question string, sec 
 
 // fellThrough reports whether the whoami plugin behind amtrelay wrote the reply: an empty answer and
 // the client's address and port in the additional section.
-func (r reply) fellThrough() bool {
+func (r response) fellThrough() bool {
 	if r.msg == nil || len(r.msg.Answer) > 0 || len(r.msg.Ns) > 0 {
 		return false
 	}

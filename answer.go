@@ -1,0 +1,276 @@
+package amtrelay
+
+import (
+	"encoding/hex"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+
+	"github.com/amtdns/amtrelay/revname"
+
+	"github.com/miekg/dns"
+)
+
+// result is what the plugin did with a query: the result label of requests_total.
+type result uint8
+
+const (
+	resultAnswer      result = iota
+	resultNoData             // NOERROR without records, SOA in authority
+	resultNXDomain           // NXDOMAIN, SOA in authority
+	resultAllDown            // every relay of the source is down: the all_down policy answered
+	resultFallthrough        // handed to the next plugin
+	numResults
+)
+
+var resultNames = [numResults]string{"answer", "nodata", "nxdomain", "all_down", "fallthrough"}
+
+func (r result) String() string { return resultNames[r] }
+
+// nameKind classifies a query name relative to a source's reverse name rev(S).
+type nameKind uint8
+
+const (
+	nameOther   nameKind = iota // not ours
+	nameReverse                 // rev(S): the RFC 8777 owner name
+	nameApex                    // L.rev(S): the anycast AMT DNS zone apex
+	nameBelow                   // anything.L.rev(S): nothing exists there
+)
+
+// classify finds where qname sits relative to the source it names. apex is the part of qname that
+// is L.rev(S), as asked (letter case included), for nameApex and nameBelow. Labels in front of
+// L.rev(S) may hold any escapes: they only make a name below the apex.
+func classify(qname, label string) (kind nameKind, apex string, src netip.Addr) {
+	prefix, src, ok := revname.Parse(qname)
+	if !ok {
+		return nameOther, "", src
+	}
+	if prefix == "" {
+		return nameReverse, "", src
+	}
+	front, last := revname.LastLabel(prefix)
+	if strings.IndexByte(last, '\\') >= 0 || !strings.EqualFold(last, label) {
+		return nameOther, "", src
+	}
+	if front == "" {
+		return nameApex, qname, src
+	}
+	return nameBelow, qname[len(front)+1:], src
+}
+
+// matchZone returns the longest of zones that qname is in or below, or "" if none; the same as
+// plugin.Zones.Matches, which it replaces on the query path because dns.IsSubDomain splits both
+// names into label offsets on every call (8 allocations for an in-addr.arpa name, 12 for ip6.arpa).
+// zones are lower-case FQDNs, as setup keeps them.
+func matchZone(zones []string, qname string) string {
+	best := ""
+	for _, z := range zones {
+		if len(z) > len(best) && revname.InZone(qname, z) {
+			best = z
+		}
+	}
+	return best
+}
+
+// answer decides what to do with r, a class IN query inside zone, from the table and the relay
+// health of v. It returns the reply to write; or nil and resultFallthrough to hand r to the next
+// plugin; or nil and resultAllDown for SERVFAIL (the all_down servfail policy). It only reads its
+// arguments.
+func (cfg *config) answer(r *dns.Msg, zone string, v *view) (*dns.Msg, result) {
+	q := r.Question[0]
+	kind, apex, src := classify(q.Name, cfg.label)
+	if kind == nameOther || (kind == nameReverse && q.Qtype != dns.TypeAMTRELAY) {
+		return nil, resultFallthrough
+	}
+	relays, found := v.sources.Lookup(src.Unmap())
+	if !found {
+		// rev(S) may be served by a zone further down the chain; L.rev(S) was delegated to us, so a
+		// miss there is authoritative unless the operator chains another server with fallthrough.
+		if kind == nameReverse || cfg.fall.Through(q.Name) {
+			return nil, resultFallthrough
+		}
+		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain
+	}
+	if kind == nameReverse {
+		apex = zone
+	}
+
+	switch {
+	case kind == nameBelow:
+		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain
+	case q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeAMTRELAY:
+		return cfg.relayAnswer(r, relays, apex, v.health)
+	case q.Qtype == dns.TypeSOA:
+		m := reply(r)
+		m.Answer = []dns.RR{cfg.soa(apex)}
+		return m, resultAnswer
+	case q.Qtype == dns.TypeNS && len(cfg.nameservers) > 0:
+		m := reply(r)
+		m.Answer = cfg.ns(apex)
+		return m, resultAnswer
+	}
+	return cfg.negative(r, dns.RcodeSuccess, apex), resultNoData
+}
+
+// relayAnswer builds the answer for A, AAAA or AMTRELAY at a known source whose relays are the
+// given indices, in precedence order.
+func (cfg *config) relayAnswer(r *dns.Msg, relays []int, apex string, h *healthSnapshot) (*dns.Msg, result) {
+	qtype := r.Question[0].Qtype
+	res := resultAnswer
+	if !h.anyUp(relays) {
+		res = resultAllDown
+		switch cfg.allDown {
+		case allDownNoData:
+			// TTL 0: this gap lasts until a relay recovers or routing moves the anycast address
+			// away, usually seconds; a resolver caching it for the full TTL would keep gateways
+			// without a relay after another network has taken over.
+			m := cfg.negative(r, dns.RcodeSuccess, apex)
+			m.Ns[0].Header().Ttl = 0
+			return m, res
+		case allDownServFail:
+			return nil, res
+		}
+	}
+
+	var picked [16]*endpoint
+	eps := picked[:0]
+	for _, i := range relays {
+		for _, e := range cfg.relays[i].endpoints {
+			if res == resultAnswer && !h.endpointUp[e.id] {
+				continue
+			}
+			if qtype == dns.TypeA && !e.addr.Is4() || qtype == dns.TypeAAAA && !e.addr.Is6() {
+				continue
+			}
+			eps = append(eps, e)
+		}
+	}
+	if len(eps) == 0 {
+		if res == resultAnswer {
+			res = resultNoData
+		}
+		return cfg.negative(r, dns.RcodeSuccess, apex), res
+	}
+
+	m := reply(r)
+	hdr := dns.RR_Header{Name: r.Question[0].Name, Rrtype: qtype, Class: dns.ClassINET, Ttl: cfg.ttl}
+	m.Answer = make([]dns.RR, len(eps))
+	if qtype == dns.TypeAMTRELAY {
+		for i, e := range eps {
+			m.Answer[i] = &dns.RFC3597{Hdr: hdr, Rdata: e.rdata}
+		}
+		return m, res
+	}
+	rotateWithinPrecedence(eps)
+	for i, e := range eps {
+		if qtype == dns.TypeA {
+			m.Answer[i] = &dns.A{Hdr: hdr, A: e.ip}
+		} else {
+			m.Answer[i] = &dns.AAAA{Hdr: hdr, AAAA: e.ip}
+		}
+	}
+	return m, res
+}
+
+// rotateWithinPrecedence rotates each run of equal precedence by a random offset, so that resolvers
+// and gateways that take the first address spread over equally preferred relays. eps is in
+// precedence order already.
+func rotateWithinPrecedence(eps []*endpoint) {
+	for start := 0; start < len(eps); {
+		end := start + 1
+		for end < len(eps) && eps[end].relay.precedence == eps[start].relay.precedence {
+			end++
+		}
+		if n := end - start; n > 1 {
+			run := eps[start:end]
+			k := rand.IntN(n)
+			reverse(run[:k])
+			reverse(run[k:])
+			reverse(run)
+		}
+		start = end
+	}
+}
+
+func reverse(s []*endpoint) {
+	for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {
+		s[i], s[j] = s[j], s[i]
+	}
+}
+
+func reply(r *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	return m
+}
+
+// negative builds NXDOMAIN or NODATA with the apex SOA in the authority section (RFC 2308).
+func (cfg *config) negative(r *dns.Msg, rcode int, apex string) *dns.Msg {
+	m := reply(r)
+	m.Rcode = rcode
+	m.Ns = []dns.RR{cfg.soa(apex)}
+	return m
+}
+
+// soa synthesizes the SOA of apex. Its MINIMUM is the answer TTL, which makes negative answers as
+// short-lived as positive ones: a source that gains a relay must not stay hidden behind a cached NXDOMAIN.
+func (cfg *config) soa(apex string) dns.RR {
+	mname := apex
+	if len(cfg.nameservers) > 0 {
+		mname = cfg.nameservers[0]
+	}
+	return &dns.SOA{
+		Hdr:     dns.RR_Header{Name: apex, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: cfg.ttl},
+		Ns:      mname,
+		Mbox:    "hostmaster." + apex,
+		Serial:  cfg.serial,
+		Refresh: 7200,
+		Retry:   1800,
+		Expire:  86400,
+		Minttl:  cfg.ttl,
+	}
+}
+
+func (cfg *config) ns(apex string) []dns.RR {
+	rrs := make([]dns.RR, len(cfg.nameservers))
+	for i, ns := range cfg.nameservers {
+		rrs[i] = &dns.NS{Hdr: dns.RR_Header{Name: apex, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: cfg.ttl}, Ns: ns}
+	}
+	return rrs
+}
+
+// AMTRELAY relay types (RFC 8777 §4.2.3).
+const (
+	relayTypeIPv4 = 1
+	relayTypeIPv6 = 2
+	relayTypeName = 3
+)
+
+// relayRdata packs the AMTRELAY RDATA of an endpoint in RFC 3597 hex: precedence, D-bit and type,
+// relay (RFC 8777 §4.2). A name is written uncompressed and fully qualified, root label included
+// (§4.2.4). Answers carry the record as opaque type 260 because miekg/dns v1.1.73 drops the relay
+// field of a native AMTRELAY record whose D-bit is set.
+func relayRdata(precedence uint8, discoveryOptional bool, addr netip.Addr, host string) (string, error) {
+	b := []byte{precedence, 0}
+	if discoveryOptional {
+		b[1] = 0x80
+	}
+	switch {
+	case addr.Is4():
+		b[1] |= relayTypeIPv4
+		b = append(b, addr.AsSlice()...)
+	case addr.Is6():
+		b[1] |= relayTypeIPv6
+		b = append(b, addr.AsSlice()...)
+	default:
+		b[1] |= relayTypeName
+		name := make([]byte, 256)
+		n, err := dns.PackDomainName(host, name, 0, nil, false)
+		if err != nil {
+			return "", err
+		}
+		b = append(b, name[:n]...)
+	}
+	return hex.EncodeToString(b), nil
+}

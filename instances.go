@@ -1,0 +1,110 @@
+package amtrelay
+
+import (
+	"slices"
+	"sync"
+)
+
+// generation is one caddy instance, as its amtrelay blocks know it: a token they share through
+// the instance's storage. The instances of one Corefile load are one generation. (Not an empty
+// struct: pointers to distinct zero-size values may compare equal.)
+type generation struct{ _ byte }
+
+// instances is the process-wide register of running instances. Caddy runs a new instance's
+// OnStartup before the old instance's OnShutdown, and discards a new instance whose servers fail
+// to start without calling its OnShutdown: only the old instance's OnRestartFailed hooks run. So
+// the register remembers which instances started while a restart was in progress, and a failed
+// restart stops them. It is also what carries relay health over a reload and what metrics read.
+var instances struct {
+	sync.Mutex
+	running    []*AMTRelay // oldest first
+	restarting *generation // the generation being replaced, while its Restart runs
+	newcomers  []*AMTRelay // started since restarting was set
+}
+
+// beginRestart is an OnRestart hook of the running generation g.
+func beginRestart(g *generation) {
+	instances.Lock()
+	defer instances.Unlock()
+	if instances.restarting != g {
+		instances.restarting, instances.newcomers = g, nil
+	}
+}
+
+// restartFailed is an OnRestartFailed hook of g. It returns the instances started for the Corefile
+// that failed, which caddy discards without their OnShutdown: the caller stops them. The first hook
+// of g gets them all.
+func restartFailed(g *generation) (discarded []*AMTRelay) {
+	instances.Lock()
+	defer instances.Unlock()
+	if instances.restarting == g {
+		discarded = instances.newcomers
+		instances.restarting, instances.newcomers = nil, nil
+	}
+	return discarded
+}
+
+// register records a as running, and returns the other running instances, newest first.
+func register(a *AMTRelay) (others []*AMTRelay) {
+	instances.Lock()
+	defer instances.Unlock()
+	others = slices.Clone(instances.running)
+	slices.Reverse(others)
+	instances.running = append(instances.running, a)
+	if r := instances.restarting; r != nil && r != a.gen {
+		instances.newcomers = append(instances.newcomers, a)
+	}
+	return others
+}
+
+// unregister removes a, which has stopped, and returns the relay names and zones that no running
+// instance has any more.
+func unregister(a *AMTRelay) (goneRelays, goneZones []string) {
+	instances.Lock()
+	instances.running = slices.DeleteFunc(instances.running, func(o *AMTRelay) bool { return o == a })
+	instances.newcomers = slices.DeleteFunc(instances.newcomers, func(o *AMTRelay) bool { return o == a })
+	if instances.restarting == a.gen {
+		// The old generation shuts down: its restart succeeded.
+		instances.restarting, instances.newcomers = nil, nil
+	}
+	relays, zones := map[string]bool{}, map[string]bool{}
+	for _, o := range instances.running {
+		for _, r := range o.cfg.relays {
+			relays[r.name] = true
+		}
+		for _, z := range o.cfg.zones {
+			zones[z] = true
+		}
+	}
+	instances.Unlock()
+	for _, r := range a.cfg.relays {
+		if !relays[r.name] {
+			goneRelays = append(goneRelays, r.name)
+		}
+	}
+	for _, z := range a.cfg.zones {
+		if !zones[z] {
+			goneZones = append(goneZones, z)
+		}
+	}
+	return goneRelays, goneZones
+}
+
+// current returns the running instances of the newest generation: the configuration in service,
+// or, during a reload, the one taking over.
+func current() []*AMTRelay {
+	instances.Lock()
+	defer instances.Unlock()
+	n := len(instances.running)
+	if n == 0 {
+		return nil
+	}
+	newest := instances.running[n-1].gen
+	var cur []*AMTRelay
+	for _, a := range instances.running {
+		if a.gen == newest {
+			cur = append(cur, a)
+		}
+	}
+	return cur
+}

@@ -1,0 +1,80 @@
+package amtrelay
+
+import (
+	"context"
+	"sync"
+)
+
+// lifecycle owns the background work of one instance: one context and one WaitGroup, started
+// together in OnStartup and stopped together, whoever stops it first: OnShutdown, or the old
+// instance's OnRestartFailed for an instance that a failed Corefile reload discarded.
+type lifecycle struct {
+	mu      sync.Mutex
+	cancel  context.CancelFunc // set while running
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// start runs begin, which starts the background work under ctx and wg, unless the lifecycle has
+// already been started. It reports whether it ran begin.
+func (l *lifecycle) start(begin func(ctx context.Context, wg *sync.WaitGroup)) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cancel != nil || l.stopped {
+		return false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	begin(ctx, &l.wg)
+	return true
+}
+
+// stop cancels the background work and waits for all of it to end. Only the first call after a
+// start does anything; it reports whether this was that call.
+func (l *lifecycle) stop() bool {
+	l.mu.Lock()
+	cancel := l.cancel
+	l.cancel, l.stopped = nil, true
+	l.mu.Unlock()
+	if cancel == nil {
+		return false
+	}
+	cancel()
+	l.wg.Wait()
+	return true
+}
+
+// start is the OnStartup hook: relay health carried over from the instance this one replaces,
+// then the probe loops and the sources file watcher.
+func (a *AMTRelay) start() error {
+	a.life.start(func(ctx context.Context, wg *sync.WaitGroup) {
+		for _, prev := range register(a) {
+			a.health.adopt(prev.health)
+		}
+		a.prober.start(ctx, wg)
+		if a.sources != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.sources.watch(ctx)
+			}()
+		}
+	})
+	return nil
+}
+
+// stop is the OnShutdown hook, and what a failed reload does to the instances it discards. It
+// returns no error: one from an OnShutdown hook would stop caddy from running the others.
+func (a *AMTRelay) stop() error {
+	if !a.life.stop() {
+		return nil
+	}
+	relays, zones := unregister(a)
+	for _, r := range relays {
+		deleteRelaySeries(r)
+	}
+	for _, z := range zones {
+		deleteZoneSeries(z)
+	}
+	return nil
+}
