@@ -242,3 +242,41 @@ func tokenize(line string, spans []span) ([]span, error) {
 	}
 	return spans, nil
 }
+
+// fileLine is a line of a file's text, without its "\n".
+type fileLine struct {
+	s     string // the whole text
+	start int
+	end   int
+}
+
+func (l fileLine) String() string { return l.s[l.start:l.end] }
+
+// text returns the line as ParseFile sees it: a byte order mark at the
+// start of the file, which some Windows editors write, is not part of it.
+func (l fileLine) text() string {
+	if l.start == 0 {
+		return strings.TrimPrefix(l.String(), "\uFEFF")
+	}
+	return l.String()
+}
+
+// lineAt returns the line of s starting at off, and the start of the
+// next one.
+func lineAt(s string, off int) (fileLine, int) {
+	end := strings.IndexByte(s[off:], '\n')
+	if end < 0 {
+		return fileLine{s, off, len(s)}, len(s)
+	}
+	return fileLine{s, off, off + end}, off + end + 1
+}
+
+// countLines returns the number of lines of s from off, a last one
+// without "\n" included.
+func countLines(s string, off int) int {
+	n := strings.Count(s[off:], "\n")
+	if len(s) > off && s[len(s)-1] != '\n' {
+		n++
+	}
+	return n
+}

@@ -172,33 +172,6 @@ func (l *FileLoader) patch(text string) (t *Table, fileHas map[netip.Prefix]bool
 	return sets.table(trie), fileHas, len(removed) + len(added), true
 }
 
-// has reports whether an Add entry has prefix p; the entries must be
-// sorted.
-func (b *Builder) has(p netip.Prefix) bool {
-	var k entry
-	k.addr, k.bits, k.is4 = entryKey(p)
-	_, found := slices.BinarySearchFunc(b.entries, k, cmpKey2)
-	return found
-}
-
-// fileLine is a line of a file's text, without its "\n".
-type fileLine struct {
-	s     string // the whole text
-	start int
-	end   int
-}
-
-func (l fileLine) String() string { return l.s[l.start:l.end] }
-
-// text returns the line as ParseFile sees it: a byte order mark at the
-// start of the file, which some Windows editors write, is not part of it.
-func (l fileLine) text() string {
-	if l.start == 0 {
-		return strings.TrimPrefix(l.String(), "\uFEFF")
-	}
-	return l.String()
-}
-
 // resyncWindow is how many lines past a difference diffLines looks for
 // the two texts to agree again. Changes to a routing-table file come as a
 // few lines here and there; a block of new lines longer than this ends
@@ -290,26 +263,6 @@ func (w *lineWindow) extend(n int) {
 
 // ended reports whether the text ends within the window.
 func (w *lineWindow) ended() bool { return w.next == len(w.s) && len(w.lines) <= resyncWindow }
-
-// lineAt returns the line of s starting at off, and the start of the
-// next one.
-func lineAt(s string, off int) (fileLine, int) {
-	end := strings.IndexByte(s[off:], '\n')
-	if end < 0 {
-		return fileLine{s, off, len(s)}, len(s)
-	}
-	return fileLine{s, off, off + end}, off + end + 1
-}
-
-// countLines returns the number of lines of s from off, a last one
-// without "\n" included.
-func countLines(s string, off int) int {
-	n := strings.Count(s[off:], "\n")
-	if len(s) > off && s[len(s)-1] != '\n' {
-		n++
-	}
-	return n
-}
 
 // commonPrefix returns the length of the longest common prefix of a and
 // b. It compares blocks, which runs at memory speed, and only goes byte
