@@ -20,7 +20,7 @@ import (
 // is several times faster than the order of an unsorted file.
 type Builder struct {
 	entries   []entry // from Add
-	overrides []entry // from Override; win over entries with the same prefix
+	overrides []entry // from override; win over entries with the same prefix
 	sorted    bool    // entries is in key order
 	seq       uint32  // arrival counter, the tie-break between equal prefixes
 
@@ -86,10 +86,6 @@ func NewBuilder() *Builder {
 	return &Builder{setIndex: make(map[string]uint32)}
 }
 
-// Len returns the number of entries added so far, duplicates and overrides
-// included.
-func (b *Builder) Len() int { return len(b.entries) + len(b.overrides) }
-
 // Add inserts p -> relays. p goes through the same checks as ParsePrefix
 // (no host bits; IPv4-mapped becomes IPv4). relays must be non-empty and
 // non-negative; order and repetitions do not matter. A prefix added twice
@@ -98,11 +94,11 @@ func (b *Builder) Add(p netip.Prefix, relays []int, origin Origin) error {
 	return b.insert(p, relays, origin, false)
 }
 
-// Override is Add for entries that win over Add's entries for the same
+// override is Add for entries that win over Add's entries for the same
 // prefix (inline Corefile lines over file lines); among overrides of one
 // prefix the last one wins. It fails only for an invalid prefix or relay
 // list.
-func (b *Builder) Override(p netip.Prefix, relays []int, origin Origin) error {
+func (b *Builder) override(p netip.Prefix, relays []int, origin Origin) error {
 	return b.insert(p, relays, origin, true)
 }
 
@@ -327,5 +323,5 @@ func (b *Builder) effective() overlay {
 // duplicate as a *DuplicateError. The Builder stays usable, and later
 // changes never reach tables already built.
 func (b *Builder) Build() (*Table, error) {
-	return b.BuildFrom(nil)
+	return b.buildFrom(nil)
 }

@@ -27,8 +27,8 @@ func TestInternedSets(t *testing.T) {
 	lists[1][0] = 99
 
 	tab := build(t, b)
-	if tab.NumSets() != 2 {
-		t.Errorf("NumSets = %d, want 2", tab.NumSets())
+	if liveSets(tab) != 2 {
+		t.Errorf("Sets in use = %d, want 2", liveSets(tab))
 	}
 	first, _ := tab.Lookup(netip.MustParseAddr("10.0.0.1"))
 	for i := range lists {
@@ -96,12 +96,12 @@ func TestAddErrors(t *testing.T) {
 		if err := b.Add(tc.p, tc.relays, Origin{}); err == nil || !strings.Contains(err.Error(), tc.errPart) {
 			t.Errorf("Add(%v, %v) = %v, want error containing %q", tc.p, tc.relays, err, tc.errPart)
 		}
-		if err := b.Override(tc.p, tc.relays, Origin{}); err == nil || !strings.Contains(err.Error(), tc.errPart) {
+		if err := b.override(tc.p, tc.relays, Origin{}); err == nil || !strings.Contains(err.Error(), tc.errPart) {
 			t.Errorf("Override(%v, %v) = %v, want error containing %q", tc.p, tc.relays, err, tc.errPart)
 		}
 	}
-	if b.Len() != 2 {
-		t.Errorf("Failed calls left %d entries, want 2", b.Len())
+	if b.len() != 2 {
+		t.Errorf("Failed calls left %d entries, want 2", b.len())
 	}
 }
 
@@ -111,10 +111,10 @@ func TestOverride(t *testing.T) {
 	if err := b.Add(p, []int{1, 2}, Origin{File: "sources.txt", Line: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Override(netip.MustParsePrefix("::ffff:203.0.113.0/120"), []int{3}, Origin{File: "Corefile", Line: 5}); err != nil {
+	if err := b.override(netip.MustParsePrefix("::ffff:203.0.113.0/120"), []int{3}, Origin{File: "Corefile", Line: 5}); err != nil {
 		t.Fatalf("Override: %v", err)
 	}
-	if err := b.Override(netip.MustParsePrefix("2001:db8::/32"), []int{4}, Origin{File: "Corefile", Line: 6}); err != nil {
+	if err := b.override(netip.MustParsePrefix("2001:db8::/32"), []int{4}, Origin{File: "Corefile", Line: 6}); err != nil {
 		t.Fatalf("Override of a new prefix: %v", err)
 	}
 	// An override wins over an entry added after it too, and the last
@@ -122,10 +122,10 @@ func TestOverride(t *testing.T) {
 	if err := b.Add(netip.MustParsePrefix("2001:db8::/32"), []int{9}, Origin{File: "sources.txt", Line: 8}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Override(p, []int{5}, Origin{File: "Corefile", Line: 7}); err != nil {
+	if err := b.override(p, []int{5}, Origin{File: "Corefile", Line: 7}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Override(p, []int{3}, Origin{File: "Corefile", Line: 9}); err != nil {
+	if err := b.override(p, []int{3}, Origin{File: "Corefile", Line: 9}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -137,8 +137,8 @@ func TestOverride(t *testing.T) {
 		t.Errorf("New prefix from Override looks up as %v, %v; want [4]", got, ok)
 	}
 	// The replaced set {1,2} is no longer referenced and must not be kept.
-	if tab.NumSets() != 2 || tab.Len4() != 1 || tab.Len6() != 1 {
-		t.Errorf("NumSets %d, Len4 %d, Len6 %d; want 2, 1, 1", tab.NumSets(), tab.Len4(), tab.Len6())
+	if liveSets(tab) != 2 || tab.Len4() != 1 || tab.Len6() != 1 {
+		t.Errorf("liveSets %d, Len4 %d, Len6 %d; want 2, 1, 1", liveSets(tab), tab.Len4(), tab.Len6())
 	}
 }
 
@@ -151,7 +151,7 @@ func TestBuildSnapshots(t *testing.T) {
 	if err := b.Add(netip.MustParsePrefix("10.1.0.0/16"), []int{2}, Origin{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Override(netip.MustParsePrefix("10.0.0.0/8"), []int{3}, Origin{}); err != nil {
+	if err := b.override(netip.MustParsePrefix("10.0.0.0/8"), []int{3}, Origin{}); err != nil {
 		t.Fatal(err)
 	}
 	second := build(t, b)
@@ -162,3 +162,7 @@ func TestBuildSnapshots(t *testing.T) {
 		t.Errorf("Second table: %v, want [3]", got)
 	}
 }
+
+// len returns the number of entries added so far, duplicates and overrides
+// included.
+func (b *Builder) len() int { return len(b.entries) + len(b.overrides) }

@@ -9,10 +9,10 @@ import (
 	"strings"
 )
 
-// MaxLineLen is the longest line a sources file may have, line end excluded.
+// maxLineLen is the longest line a sources file may have, line end excluded.
 // Real lines are a prefix and a few relay names; anything much longer is a
 // corrupt or wrong file, and a bound keeps memory use predictable.
-const MaxLineLen = 4096
+const maxLineLen = 4096
 
 // typicalLineLen is about the length of a line with a prefix and a relay
 // or two, for estimating a file's lines from its size.
@@ -185,32 +185,19 @@ func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, er
 	return p, set, true, nil
 }
 
-// ParseLine splits one line of a sources file into the prefix and relay
-// name fields, without checking what they say. A blank or comment-only line
-// returns an empty prefix and no error. A trailing "\r" or "\r\n" is
-// ignored; NUL bytes anywhere, other control characters outside the
-// comment, and lines longer than MaxLineLen are errors.
-func ParseLine(line string) (prefix string, relays []string, err error) {
-	sp, err := tokenize(line, nil)
-	if err != nil || len(sp) == 0 {
-		return "", nil, err
-	}
-	for _, s := range sp[1:] {
-		relays = append(relays, line[s.start:s.end])
-	}
-	return line[sp[0].start:sp[0].end], relays, nil
-}
-
 // span is a field of a line, as byte offsets, so that the caller can also
 // take the text between fields.
 type span struct{ start, end int }
 
-// tokenize appends the fields of line to spans.
+// tokenize appends the fields of line, the prefix first, to spans. A
+// blank or comment-only line has none. A trailing "\r" or "\r\n" is
+// ignored; NUL bytes anywhere, other control characters outside the
+// comment, and lines longer than maxLineLen are errors.
 func tokenize(line string, spans []span) ([]span, error) {
 	line = strings.TrimSuffix(line, "\n")
 	line = strings.TrimSuffix(line, "\r")
-	if len(line) > MaxLineLen {
-		return spans, fmt.Errorf("line longer than %d bytes", MaxLineLen)
+	if len(line) > maxLineLen {
+		return spans, fmt.Errorf("line longer than %d bytes", maxLineLen)
 	}
 	// A NUL usually means a file that was preallocated or cut short by a
 	// crash; refuse it even inside a comment.

@@ -61,17 +61,17 @@ func (l *FileLoader) Load(ctx context.Context, text string) (*Table, error) {
 		return nil, err
 	}
 	for _, o := range l.overrides {
-		if err := b.Override(o.Prefix, o.Relays, o.Origin); err != nil {
+		if err := b.override(o.Prefix, o.Relays, o.Origin); err != nil {
 			return nil, &LineError{At: o.Origin, Err: err}
 		}
 	}
-	t, err := b.BuildFrom(l.table)
+	t, err := b.buildFrom(l.table)
 	if err != nil {
 		return nil, err // cannot happen: ParseFile reported the duplicates
 	}
 	fileHas := make(map[netip.Prefix]bool, len(l.overrides))
 	for _, o := range l.overrides {
-		p, _ := normalize(o.Prefix) // Override above succeeded
+		p, _ := normalize(o.Prefix) // override above succeeded
 		fileHas[p] = b.has(p)
 	}
 	l.text, l.table, l.fileHas, l.changed = text, t, fileHas, -1
@@ -86,7 +86,7 @@ func (l *FileLoader) ChangedLines() int { return l.changed }
 // maxPatchShare: Load parses the whole file when more than one line in
 // maxPatchShare changed. A changed route is two lines (the old one and the
 // new one) and one persistent insert, so this allows about as many inserts
-// as BuildFrom's maxUpdateShare, which a whole parse would then apply.
+// as buildFrom's maxUpdateShare, which a whole parse would then apply.
 const maxPatchShare = maxUpdateShare / 2
 
 // patch returns the table of text made from the one of the version

@@ -67,14 +67,6 @@ func (t *Table) Len6() int {
 	return t.trie.Size6()
 }
 
-// NumSets returns the number of distinct relay sets the prefixes refer to.
-func (t *Table) NumSets() int {
-	if t == nil {
-		return 0
-	}
-	return setsInUse(t.refs)
-}
-
 // Origin says where an entry came from, for error messages.
 type Origin struct {
 	File string

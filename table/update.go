@@ -9,14 +9,14 @@ import (
 	"github.com/gaissmai/bart"
 )
 
-// BuildFrom is Build for a table that replaces prev: when the two differ
+// buildFrom is Build for a table that replaces prev: when the two differ
 // in few prefixes, the new table is prev changed by copy-on-write
 // (bart's persistent inserts and deletes), which shares every unchanged
 // node with prev. A reload of a million-line file that changed a few lines
 // then builds a few trie paths instead of a million, and leaves almost
 // nothing for the garbage collector. prev is not modified and may be in
 // use by readers.
-func (b *Builder) BuildFrom(prev *Table) (*Table, error) {
+func (b *Builder) buildFrom(prev *Table) (*Table, error) {
 	b.sortEntries()
 	if dups, _ := b.duplicates(1); len(dups) > 0 {
 		return nil, dups[0]
@@ -39,7 +39,7 @@ func (b *Builder) fresh(eff overlay) *Table {
 	return sets.table(trie)
 }
 
-// maxUpdateShare: BuildFrom rebuilds from scratch when more than one entry
+// maxUpdateShare: buildFrom rebuilds from scratch when more than one entry
 // in maxUpdateShare changed. A persistent insert or delete copies a path
 // of nodes, about 10 µs at 1.2M prefixes against 0.3 µs per prefix for a
 // whole new trie, so past this share a new trie is cheaper; the figures
