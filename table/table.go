@@ -1,11 +1,30 @@
 // Package table holds the per-source connectivity table of the amtrelay
 // plugin: which relays can reach a multicast source, by longest-prefix match
-// on the source address (RFC 8777 discovery is per source).
+// on the source address (RFC 8777 discovery is per source). Relays are
+// referred to by their index in the plugin's relay list; the table knows
+// nothing else about them.
 //
-// A Table is built once by a Builder and never changes afterwards, so the
-// plugin can publish it through an atomic pointer and answer queries from it
-// without locks. Relays are referred to by their index in the plugin's relay
-// list; the table knows nothing else about them.
+// A Table is made in one of three ways:
+//
+//   - A Builder collects entries one by one with Add, and Build checks them
+//     and makes the table; the plugin does this with the Corefile's inline
+//     source lines.
+//   - ParseFile reads the text of a sources file into a Builder, checking
+//     every line and naming FILE:LINE for each of the first few problems.
+//   - A FileLoader turns successive versions of one sources file into
+//     tables, with the inline lines laid over each. It compares a version
+//     with the one it loaded last and applies the lines that changed to the
+//     previous table, copy-on-write, so that a big file regenerated with a
+//     few changed routes costs a few trie paths; when many lines changed, it
+//     parses the whole file instead.
+//
+// A Table never changes once made, and a table made from a previous one
+// shares nodes with it without touching them, so the plugin can publish
+// each new table through an atomic pointer and keep answering queries from
+// the old one, without locks, while the next is built. A Table's methods
+// are safe for concurrent use, and the relay slices Lookup returns are
+// shared and read-only. A Builder and a FileLoader are not safe for
+// concurrent use: each belongs to the one goroutine that builds.
 package table
 
 import (
