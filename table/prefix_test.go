@@ -2,6 +2,7 @@ package table
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -20,6 +21,8 @@ func TestParsePrefix(t *testing.T) {
 		{in: "2001:db8::", want: "2001:db8::/128"},
 		{in: "2001:DB8::/32", want: "2001:db8::/32"},
 		{in: "2001:db8::1/128", want: "2001:db8::1/128"},
+		// The longest text netip takes, under maxPrefixText.
+		{in: "0000:0000:0000:0000:0000:ffff:255.255.255.255/128", want: "255.255.255.255/32"},
 
 		// Mapped prefixes are filed under IPv4.
 		{in: "::ffff:0:0/96", want: "0.0.0.0/0"},
@@ -42,6 +45,9 @@ func TestParsePrefix(t *testing.T) {
 		{in: "010.0.0.0/8", errPart: "leading zero"},
 		{in: "r1", errPart: "unable to parse IP"},
 		{in: "", errPart: "empty prefix"},
+		{in: "10.0.0.0/" + strings.Repeat("1", maxPrefixText-8), errPart: "too long to be a prefix"},
+		{in: "fe80::1%" + strings.Repeat("e", maxPrefixText-8), errPart: "zones are not allowed"},
+		{in: "fe80::1%" + strings.Repeat("e", maxPrefixText-7), errPart: "too long to be a prefix"},
 	}
 	for _, tc := range tests {
 		got, err := ParsePrefix(tc.in)
@@ -57,6 +63,27 @@ func TestParsePrefix(t *testing.T) {
 		}
 		if err != nil || got != netip.MustParsePrefix(tc.want) {
 			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// TestParsePrefixMessageBounded: whatever the text, the message repeats
+// little of it, as a caller puts the message in a log line and may have
+// many of them.
+func TestParsePrefixMessageBounded(t *testing.T) {
+	for _, head := range []string{"", "10.0.0.0/", "1.2.3.4", "2001:db8::", "fe80::1%", "::ffff:"} {
+		for _, fill := range []string{"1", "x", ":", "\xff", "é"} {
+			for _, n := range []int{maxPrefixText, 4096} {
+				s := head + strings.Repeat(fill, n)
+				_, err := ParsePrefix(s[:n])
+				if err == nil {
+					t.Fatalf("ParsePrefix(%q) succeeded", s[:n])
+				}
+				// Escaped twice over: netip quotes, and so may a log.
+				if msg := strconv.Quote(err.Error()); len(msg) > 1024 {
+					t.Errorf("ParsePrefix of %d bytes %q...: message of %d bytes", n, s[:16], len(msg))
+				}
+			}
 		}
 	}
 }
