@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxLineLen is the longest line a sources file may have, line end excluded.
@@ -26,6 +28,12 @@ const ctxCheckLines = 1 << 14
 // mistakes per round, few enough to fit in a log line.
 const maxReported = 10
 
+// maxQuoted caps the bytes of a field that a message quotes. A field can be
+// as long as a line; quoted whole, with escapes for binary garbage, ten of
+// them made a message of hundreds of KB, in the log at every reload. The
+// start of a field is enough to recognize it.
+const maxQuoted = 80
+
 // LineError is an error at one place in a sources file. Its message is
 // "FILE:LINE: reason".
 type LineError struct {
@@ -38,14 +46,17 @@ func (e *LineError) Unwrap() error { return e.Err }
 
 // ParseFile parses text, the contents of a sources file: one
 // "PREFIX RELAY..." entry per line, fields separated by spaces or tabs, "#"
-// starting a comment, blank lines ignored, CRLF line ends accepted. name is
-// only used in messages and origins; resolve maps a relay name to its
-// index. When ctx ends, the parse stops with ctx's error.
+// starting a comment, blank lines ignored, CRLF line ends accepted, lines
+// of at most 4096 bytes. name is only used in messages and origins; resolve
+// maps a relay name to its index. When ctx ends, the parse stops with ctx's
+// error.
 //
 // Every line is checked, also after the first error, and the result is all
 // or nothing: on success the Builder holds the whole file, on failure the
 // Builder is nil and the error lists the first few problems, each a
-// *LineError ("sources.txt:12: unknown relay \"r9\""), joined by newlines.
+// *LineError ("sources.txt:12: unknown relay \"r9\""), joined by newlines,
+// and how many more there are. A message quotes at most the first 80 bytes
+// of a field, so that a file of garbage still makes a short one.
 //
 // A last line without a newline is parsed like any other, so a file caught
 // in the middle of being written usually fails (a cut prefix no longer
@@ -145,7 +156,7 @@ func (fp *fileParser) prefix(raw string) (p netip.Prefix, ok bool, err error) {
 	}
 	pfx := raw[sp[0].start:sp[0].end]
 	if p, err = ParsePrefix(pfx); err != nil {
-		return p, false, fmt.Errorf("bad prefix %q: %w", pfx, err)
+		return p, false, fmt.Errorf("bad prefix %s: %w", quote(pfx), err)
 	}
 	return p, true, nil
 }
@@ -170,7 +181,7 @@ func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, er
 			idx, known := fp.resolve(n)
 			if !known {
 				fp.relays = rs
-				return p, 0, false, fmt.Errorf("unknown relay %q", n)
+				return p, 0, false, fmt.Errorf("unknown relay %s", quote(n))
 			}
 			rs = append(rs, idx)
 		}
@@ -183,6 +194,21 @@ func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, er
 		}
 	}
 	return p, set, true, nil
+}
+
+// quote quotes a field of the file for a message, as %q does, or, when it
+// is longer than maxQuoted, its start and its whole length:
+// "10.0.0.0/8xxx"... (4096 bytes).
+func quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	// Not inside a UTF-8 sequence, which the quote would show as escapes.
+	for cut > maxQuoted-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q... (%d bytes)", s[:cut], len(s))
 }
 
 // span is a field of a line, as byte offsets, so that the caller can also

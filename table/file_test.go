@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -206,6 +207,82 @@ func TestParseFileRelayCache(t *testing.T) {
 	}
 }
 
+func TestQuote(t *testing.T) {
+	at80 := strings.Repeat("a", maxQuoted)
+	tests := []struct{ in, want string }{
+		{"", `""`},
+		{"r9", `"r9"`},
+		{"r\xff", `"r\xff"`},
+		{at80, strconv.Quote(at80)},
+		{at80 + "b", strconv.Quote(at80) + "... (81 bytes)"},
+		{strings.Repeat("\xff", 4096), strconv.Quote(strings.Repeat("\xff", maxQuoted)) + "... (4096 bytes)"},
+		// Cut before a character that straddles the limit, not inside it.
+		{at80[2:] + "€x", strconv.Quote(at80[2:]) + "... (82 bytes)"},
+		{at80[3:] + "€x", strconv.Quote(at80[3:]+"€") + "... (81 bytes)"},
+	}
+	for _, tc := range tests {
+		if got := quote(tc.in); got != tc.want {
+			t.Errorf("quote(%.20q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestParseFileLongFields: a file of long garbage fields gets an error
+// message that quotes only their start, still names FILE:LINE for each
+// reported line, and stays a few KB, whatever the garbage.
+func TestParseFileLongFields(t *testing.T) {
+	field := func(fill string) string { return strings.Repeat(fill, maxLineLen/len(fill)-64) }
+	var lines []string
+	for _, fill := range []string{"a", "\xff", "é", "9", ":"} {
+		lines = append(lines,
+			field(fill)+" r1",                  // bad prefix
+			"10.0.0.0/8 "+field(fill),          // unknown relay
+			"fe80::1%"+field(fill)+" r1",       // zone
+			"10.0.0.0/"+field(fill)+" r1",      // bits
+			"1.2.3.4"+field(fill)+" r1",        // trailing garbage
+			strings.Repeat(fill, maxLineLen+1), // too long
+		)
+	}
+	text := strings.Join(lines, "\n") + "\n"
+
+	check := func(err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatal("File of garbage loaded")
+		}
+		msg := err.Error()
+		if len(msg) > 4<<10 {
+			t.Errorf("Message of %d bytes:\n%.2000s", len(msg), msg)
+		}
+		got := strings.Split(msg, "\n")
+		if len(got) != maxReported+1 {
+			t.Fatalf("%d message lines, want %d:\n%s", len(got), maxReported+1, msg)
+		}
+		for i, l := range got[:maxReported] {
+			if want := fmt.Sprintf("big.txt:%d: ", i+1); !strings.HasPrefix(l, want) {
+				t.Errorf("Line %d of the message does not start with %q: %.100q", i+1, want, l)
+			}
+		}
+		if want := fmt.Sprintf("big.txt: %d more errors not shown", len(lines)-maxReported); got[maxReported] != want {
+			t.Errorf("Last line %q, want %q", got[maxReported], want)
+		}
+	}
+	_, err := ParseFile(bg, text, "big.txt", resolveTest)
+	check(err)
+	want := `big.txt:2: unknown relay "` + field("a")[:maxQuoted] + fmt.Sprintf(`"... (%d bytes)`, len(field("a")))
+	if got := strings.Split(err.Error(), "\n")[1]; got != want {
+		t.Errorf("Line 2 of the message:\n got %s\nwant %s", got, want)
+	}
+
+	// The same through a loader, as a reload of a good file.
+	l := NewFileLoader("big.txt", resolveTest, nil)
+	if _, err := l.Load(bg, "10.0.0.0/8 r1\n"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Load(bg, text)
+	check(err)
+}
+
 // ParseFile stops when its context ends, rather than parse a big file for
 // a watcher that is shutting down.
 func TestParseFileCanceled(t *testing.T) {
@@ -306,11 +383,14 @@ func FuzzParseLine(f *testing.F) {
 			}
 		}
 		// Whatever the tokenizer accepts, the rest of the file path must
-		// handle without panicking.
+		// handle without panicking, and say what is wrong in a message that
+		// does not grow with the line.
 		if prefix != "" {
 			_, _ = ParsePrefix(prefix)
 		}
-		_, _ = ParseFile(bg, line, "fuzz", resolveTest)
+		if _, err := ParseFile(bg, line, "fuzz", resolveTest); err != nil && len(err.Error()) > 1<<10 {
+			t.Fatalf("ParseFile of a %d-byte line: message of %d bytes", len(line), len(err.Error()))
+		}
 	})
 }
 
