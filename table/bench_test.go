@@ -201,7 +201,7 @@ func sortEntries(in []genEntry) []genEntry {
 	return out
 }
 
-func buildFrom(tb testing.TB, entries []genEntry) *Table {
+func buildGen(tb testing.TB, entries []genEntry) *Table {
 	b := NewBuilder()
 	sets := relaySets()
 	for i, e := range entries {
@@ -218,7 +218,7 @@ func buildFrom(tb testing.TB, entries []genEntry) *Table {
 
 var bigTables = sync.OnceValues(func() (v4, v6 *Table) {
 	e4, e6 := sortedData()
-	return buildFrom(nil, e4), buildFrom(nil, e6)
+	return buildGen(nil, e4), buildGen(nil, e6)
 })
 
 func BenchmarkLookup(b *testing.B) {
@@ -311,7 +311,7 @@ func BenchmarkBuild1M(b *testing.B) {
 				before := heapAfterGC()
 				c0 := cpuTime()
 				b.StartTimer()
-				t := buildFrom(b, c.entries)
+				t := buildGen(b, c.entries)
 				b.StopTimer()
 				cpu += cpuTime() - c0
 				perPrefix = float64(heapAfterGC()-before) / float64(len(c.entries))
@@ -461,7 +461,7 @@ func BenchmarkBartVariant(b *testing.B) {
 // of the two versions, so every one is a change:
 //
 //	patch    FileLoader.Load, which parses only the changed lines
-//	parse    ParseFile of every line and BuildFrom the previous table
+//	parse    ParseFile of every line and buildFrom the previous table
 //	rebuild  ParseFile and a whole new trie
 func BenchmarkReload(b *testing.B) {
 	ctx := context.Background()
@@ -480,7 +480,7 @@ func BenchmarkReload(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		t, err := bld.BuildFrom(prev)
+		t, err := bld.buildFrom(prev)
 		if err != nil {
 			b.Fatal(err)
 		}

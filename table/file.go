@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
-// MaxLineLen is the longest line a sources file may have, line end excluded.
+// maxLineLen is the longest line a sources file may have, line end excluded.
 // Real lines are a prefix and a few relay names; anything much longer is a
 // corrupt or wrong file, and a bound keeps memory use predictable.
-const MaxLineLen = 4096
+const maxLineLen = 4096
 
 // typicalLineLen is about the length of a line with a prefix and a relay
 // or two, for estimating a file's lines from its size.
@@ -26,6 +28,12 @@ const ctxCheckLines = 1 << 14
 // mistakes per round, few enough to fit in a log line.
 const maxReported = 10
 
+// maxQuoted caps the bytes of a field that a message quotes. A field can be
+// as long as a line; quoted whole, with escapes for binary garbage, ten of
+// them made a message of hundreds of KB, in the log at every reload. The
+// start of a field is enough to recognize it.
+const maxQuoted = 80
+
 // LineError is an error at one place in a sources file. Its message is
 // "FILE:LINE: reason".
 type LineError struct {
@@ -38,14 +46,17 @@ func (e *LineError) Unwrap() error { return e.Err }
 
 // ParseFile parses text, the contents of a sources file: one
 // "PREFIX RELAY..." entry per line, fields separated by spaces or tabs, "#"
-// starting a comment, blank lines ignored, CRLF line ends accepted. name is
-// only used in messages and origins; resolve maps a relay name to its
-// index. When ctx ends, the parse stops with ctx's error.
+// starting a comment, blank lines ignored, CRLF line ends accepted, lines
+// of at most 4096 bytes. name is only used in messages and origins; resolve
+// maps a relay name to its index. When ctx ends, the parse stops with ctx's
+// error.
 //
 // Every line is checked, also after the first error, and the result is all
 // or nothing: on success the Builder holds the whole file, on failure the
 // Builder is nil and the error lists the first few problems, each a
-// *LineError ("sources.txt:12: unknown relay \"r9\""), joined by newlines.
+// *LineError ("sources.txt:12: unknown relay \"r9\""), joined by newlines,
+// and how many more there are. A message quotes at most the first 80 bytes
+// of a field, so that a file of garbage still makes a short one.
 //
 // A last line without a newline is parsed like any other, so a file caught
 // in the middle of being written usually fails (a cut prefix no longer
@@ -145,7 +156,7 @@ func (fp *fileParser) prefix(raw string) (p netip.Prefix, ok bool, err error) {
 	}
 	pfx := raw[sp[0].start:sp[0].end]
 	if p, err = ParsePrefix(pfx); err != nil {
-		return p, false, fmt.Errorf("bad prefix %q: %w", pfx, err)
+		return p, false, fmt.Errorf("bad prefix %s: %w", quote(pfx), err)
 	}
 	return p, true, nil
 }
@@ -170,7 +181,7 @@ func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, er
 			idx, known := fp.resolve(n)
 			if !known {
 				fp.relays = rs
-				return p, 0, false, fmt.Errorf("unknown relay %q", n)
+				return p, 0, false, fmt.Errorf("unknown relay %s", quote(n))
 			}
 			rs = append(rs, idx)
 		}
@@ -185,32 +196,34 @@ func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, er
 	return p, set, true, nil
 }
 
-// ParseLine splits one line of a sources file into the prefix and relay
-// name fields, without checking what they say. A blank or comment-only line
-// returns an empty prefix and no error. A trailing "\r" or "\r\n" is
-// ignored; NUL bytes anywhere, other control characters outside the
-// comment, and lines longer than MaxLineLen are errors.
-func ParseLine(line string) (prefix string, relays []string, err error) {
-	sp, err := tokenize(line, nil)
-	if err != nil || len(sp) == 0 {
-		return "", nil, err
+// quote quotes a field of the file for a message, as %q does, or, when it
+// is longer than maxQuoted, its start and its whole length:
+// "10.0.0.0/8xxx"... (4096 bytes).
+func quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
 	}
-	for _, s := range sp[1:] {
-		relays = append(relays, line[s.start:s.end])
+	cut := maxQuoted
+	// Not inside a UTF-8 sequence, which the quote would show as escapes.
+	for cut > maxQuoted-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+		cut--
 	}
-	return line[sp[0].start:sp[0].end], relays, nil
+	return fmt.Sprintf("%q... (%d bytes)", s[:cut], len(s))
 }
 
 // span is a field of a line, as byte offsets, so that the caller can also
 // take the text between fields.
 type span struct{ start, end int }
 
-// tokenize appends the fields of line to spans.
+// tokenize appends the fields of line, the prefix first, to spans. A
+// blank or comment-only line has none. A trailing "\r" or "\r\n" is
+// ignored; NUL bytes anywhere, other control characters outside the
+// comment, and lines longer than maxLineLen are errors.
 func tokenize(line string, spans []span) ([]span, error) {
 	line = strings.TrimSuffix(line, "\n")
 	line = strings.TrimSuffix(line, "\r")
-	if len(line) > MaxLineLen {
-		return spans, fmt.Errorf("line longer than %d bytes", MaxLineLen)
+	if len(line) > maxLineLen {
+		return spans, fmt.Errorf("line longer than %d bytes", maxLineLen)
 	}
 	// A NUL usually means a file that was preallocated or cut short by a
 	// crash; refuse it even inside a comment.
@@ -241,4 +254,42 @@ func tokenize(line string, spans []span) ([]span, error) {
 		spans = append(spans, span{start, len(line)})
 	}
 	return spans, nil
+}
+
+// fileLine is a line of a file's text, without its "\n".
+type fileLine struct {
+	s     string // the whole text
+	start int
+	end   int
+}
+
+func (l fileLine) String() string { return l.s[l.start:l.end] }
+
+// text returns the line as ParseFile sees it: a byte order mark at the
+// start of the file, which some Windows editors write, is not part of it.
+func (l fileLine) text() string {
+	if l.start == 0 {
+		return strings.TrimPrefix(l.String(), "\uFEFF")
+	}
+	return l.String()
+}
+
+// lineAt returns the line of s starting at off, and the start of the
+// next one.
+func lineAt(s string, off int) (fileLine, int) {
+	end := strings.IndexByte(s[off:], '\n')
+	if end < 0 {
+		return fileLine{s, off, len(s)}, len(s)
+	}
+	return fileLine{s, off, off + end}, off + end + 1
+}
+
+// countLines returns the number of lines of s from off, a last one
+// without "\n" included.
+func countLines(s string, off int) int {
+	n := strings.Count(s[off:], "\n")
+	if len(s) > off && s[len(s)-1] != '\n' {
+		n++
+	}
+	return n
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -53,8 +54,8 @@ func TestParseFile(t *testing.T) {
 			t.Errorf("Lookup(%s) = %v, %v; want %v", tc.addr, got, ok, tc.want)
 		}
 	}
-	if tab.Len4() != 5 || tab.Len6() != 2 || tab.NumSets() != 5 {
-		t.Errorf("Len4 %d, Len6 %d, NumSets %d; want 5, 2, 5", tab.Len4(), tab.Len6(), tab.NumSets())
+	if tab.Len4() != 5 || tab.Len6() != 2 || liveSets(tab) != 5 {
+		t.Errorf("Len4 %d, Len6 %d, liveSets %d; want 5, 2, 5", tab.Len4(), tab.Len6(), liveSets(tab))
 	}
 }
 
@@ -74,15 +75,15 @@ func TestParseFileOrigins(t *testing.T) {
 func TestParseFileEmpty(t *testing.T) {
 	for _, in := range []string{"", "\n", "# only a comment", "\r\n\r\n", "\uFEFF"} {
 		b, err := ParseFile(bg, in, "empty.txt", resolveTest)
-		if err != nil || b.Len() != 0 {
-			t.Errorf("ParseFile(%q) = %v entries, %v; want an empty builder", in, b.Len(), err)
+		if err != nil || b.len() != 0 {
+			t.Errorf("ParseFile(%q) = %v entries, %v; want an empty builder", in, b.len(), err)
 		}
 	}
 }
 
 func TestParseFileBOM(t *testing.T) {
 	b, err := ParseFile(bg, "\uFEFF10.0.0.0/8 r1\n", "bom.txt", resolveTest)
-	if err != nil || b.Len() != 1 {
+	if err != nil || b.len() != 1 {
 		t.Fatalf("File with byte order mark: %v", err)
 	}
 	// Only at the very start; elsewhere it is just a bad prefix.
@@ -93,7 +94,7 @@ func TestParseFileBOM(t *testing.T) {
 }
 
 func TestParseFileErrors(t *testing.T) {
-	long := "10.0.0.0/8 r1 " + strings.Repeat("#", MaxLineLen)
+	long := "10.0.0.0/8 r1 " + strings.Repeat("#", maxLineLen)
 	tests := []struct {
 		name string
 		in   string
@@ -116,14 +117,14 @@ func TestParseFileErrors(t *testing.T) {
 		{"NUL in comment", "10.0.0.0/8 r1 # a\x00b\n", "src.txt:1: NUL byte at column 18"},
 		{"control char", "10.0.0.0/8\vr1\n", "src.txt:1: control character 0x0b at column 11"},
 		{"lone CR", "10.0.0.0/8 r1\r11.0.0.0/8 r1\n", "src.txt:1: control character 0x0d at column 14"},
-		{"long line", "10.0.0.0/8 r1\n" + long + "\n11.0.0.0/8 r1\n", fmt.Sprintf("src.txt:2: line longer than %d bytes", MaxLineLen)},
-		{"long last line", long, fmt.Sprintf("src.txt:1: line longer than %d bytes", MaxLineLen)},
+		{"long line", "10.0.0.0/8 r1\n" + long + "\n11.0.0.0/8 r1\n", fmt.Sprintf("src.txt:2: line longer than %d bytes", maxLineLen)},
+		{"long last line", long, fmt.Sprintf("src.txt:1: line longer than %d bytes", maxLineLen)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := ParseFile(bg, tc.in, "src.txt", resolveTest)
 			if err == nil {
-				t.Fatalf("ParseFile succeeded with %d entries, want %q", b.Len(), tc.want)
+				t.Fatalf("ParseFile succeeded with %d entries, want %q", b.len(), tc.want)
 			}
 			if b != nil {
 				t.Errorf("ParseFile returned a builder along with an error")
@@ -140,9 +141,9 @@ func TestParseFileErrors(t *testing.T) {
 }
 
 func TestParseFileLineLimit(t *testing.T) {
-	// Exactly MaxLineLen bytes of content, with either line end, is fine.
+	// Exactly maxLineLen bytes of content, with either line end, is fine.
 	line := "10.0.0.0/8 r1 #"
-	line += strings.Repeat("x", MaxLineLen-len(line))
+	line += strings.Repeat("x", maxLineLen-len(line))
 	for _, end := range []string{"\n", "\r\n", ""} {
 		if _, err := ParseFile(bg, line+end, "f", resolveTest); err != nil {
 			t.Errorf("Line of %d bytes ending in %q: %v", len(line), end, err)
@@ -152,7 +153,7 @@ func TestParseFileLineLimit(t *testing.T) {
 	// the next line is still checked.
 	huge := strings.Repeat("1", 200<<10)
 	_, err := ParseFile(bg, huge+"\n10.0.0.0/8 r9\n", "f", resolveTest)
-	want := fmt.Sprintf("f:1: line longer than %d bytes\nf:2: unknown relay \"r9\"", MaxLineLen)
+	want := fmt.Sprintf("f:1: line longer than %d bytes\nf:2: unknown relay \"r9\"", maxLineLen)
 	if err == nil || err.Error() != want {
 		t.Errorf("Huge line: %v, want %q", err, want)
 	}
@@ -206,6 +207,82 @@ func TestParseFileRelayCache(t *testing.T) {
 	}
 }
 
+func TestQuote(t *testing.T) {
+	at80 := strings.Repeat("a", maxQuoted)
+	tests := []struct{ in, want string }{
+		{"", `""`},
+		{"r9", `"r9"`},
+		{"r\xff", `"r\xff"`},
+		{at80, strconv.Quote(at80)},
+		{at80 + "b", strconv.Quote(at80) + "... (81 bytes)"},
+		{strings.Repeat("\xff", 4096), strconv.Quote(strings.Repeat("\xff", maxQuoted)) + "... (4096 bytes)"},
+		// Cut before a character that straddles the limit, not inside it.
+		{at80[2:] + "€x", strconv.Quote(at80[2:]) + "... (82 bytes)"},
+		{at80[3:] + "€x", strconv.Quote(at80[3:]+"€") + "... (81 bytes)"},
+	}
+	for _, tc := range tests {
+		if got := quote(tc.in); got != tc.want {
+			t.Errorf("quote(%.20q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestParseFileLongFields: a file of long garbage fields gets an error
+// message that quotes only their start, still names FILE:LINE for each
+// reported line, and stays a few KB, whatever the garbage.
+func TestParseFileLongFields(t *testing.T) {
+	field := func(fill string) string { return strings.Repeat(fill, maxLineLen/len(fill)-64) }
+	var lines []string
+	for _, fill := range []string{"a", "\xff", "é", "9", ":"} {
+		lines = append(lines,
+			field(fill)+" r1",                  // bad prefix
+			"10.0.0.0/8 "+field(fill),          // unknown relay
+			"fe80::1%"+field(fill)+" r1",       // zone
+			"10.0.0.0/"+field(fill)+" r1",      // bits
+			"1.2.3.4"+field(fill)+" r1",        // trailing garbage
+			strings.Repeat(fill, maxLineLen+1), // too long
+		)
+	}
+	text := strings.Join(lines, "\n") + "\n"
+
+	check := func(err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatal("File of garbage loaded")
+		}
+		msg := err.Error()
+		if len(msg) > 4<<10 {
+			t.Errorf("Message of %d bytes:\n%.2000s", len(msg), msg)
+		}
+		got := strings.Split(msg, "\n")
+		if len(got) != maxReported+1 {
+			t.Fatalf("%d message lines, want %d:\n%s", len(got), maxReported+1, msg)
+		}
+		for i, l := range got[:maxReported] {
+			if want := fmt.Sprintf("big.txt:%d: ", i+1); !strings.HasPrefix(l, want) {
+				t.Errorf("Line %d of the message does not start with %q: %.100q", i+1, want, l)
+			}
+		}
+		if want := fmt.Sprintf("big.txt: %d more errors not shown", len(lines)-maxReported); got[maxReported] != want {
+			t.Errorf("Last line %q, want %q", got[maxReported], want)
+		}
+	}
+	_, err := ParseFile(bg, text, "big.txt", resolveTest)
+	check(err)
+	want := `big.txt:2: unknown relay "` + field("a")[:maxQuoted] + fmt.Sprintf(`"... (%d bytes)`, len(field("a")))
+	if got := strings.Split(err.Error(), "\n")[1]; got != want {
+		t.Errorf("Line 2 of the message:\n got %s\nwant %s", got, want)
+	}
+
+	// The same through a loader, as a reload of a good file.
+	l := NewFileLoader("big.txt", resolveTest, nil)
+	if _, err := l.Load(bg, "10.0.0.0/8 r1\n"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Load(bg, text)
+	check(err)
+}
+
 // ParseFile stops when its context ends, rather than parse a big file for
 // a watcher that is shutting down.
 func TestParseFileCanceled(t *testing.T) {
@@ -217,7 +294,20 @@ func TestParseFileCanceled(t *testing.T) {
 	}
 }
 
-func TestParseLine(t *testing.T) {
+// splitLine returns the fields tokenize finds in line as text, and none
+// with an error.
+func splitLine(line string) (prefix string, relays []string, err error) {
+	sp, err := tokenize(line, nil)
+	if err != nil || len(sp) == 0 {
+		return "", nil, err
+	}
+	for _, s := range sp[1:] {
+		relays = append(relays, line[s.start:s.end])
+	}
+	return line[sp[0].start:sp[0].end], relays, nil
+}
+
+func TestTokenize(t *testing.T) {
 	tests := []struct {
 		in     string
 		prefix string
@@ -239,22 +329,24 @@ func TestParseLine(t *testing.T) {
 		{"10.0.0.0/8 r1\x7f", "", nil, "control character 0x7f at column 14"},
 		{"10.0.0.0/8 r1\r\r\n", "", nil, "control character 0x0d at column 14"},
 		{"# \x01 in a comment is fine", "", nil, ""},
-		{strings.Repeat("x", MaxLineLen+1), "", nil, "line longer than 4096 bytes"},
+		{strings.Repeat("x", maxLineLen+1), "", nil, "line longer than 4096 bytes"},
 	}
 	for _, tc := range tests {
-		prefix, relays, err := ParseLine(tc.in)
+		prefix, relays, err := splitLine(tc.in)
 		if tc.err != "" {
 			if err == nil || err.Error() != tc.err {
-				t.Errorf("ParseLine(%q) error %v, want %q", tc.in, err, tc.err)
+				t.Errorf("tokenize(%q) error %v, want %q", tc.in, err, tc.err)
 			}
 			continue
 		}
 		if err != nil || prefix != tc.prefix || !slices.Equal(relays, tc.relays) {
-			t.Errorf("ParseLine(%q) = %q, %q, %v; want %q, %q", tc.in, prefix, relays, err, tc.prefix, tc.relays)
+			t.Errorf("tokenize(%q) = %q, %q, %v; want %q, %q", tc.in, prefix, relays, err, tc.prefix, tc.relays)
 		}
 	}
 }
 
+// FuzzParseLine feeds one line to the tokenizer and to everything after
+// it: ParsePrefix on the first field and ParseFile on the whole line.
 func FuzzParseLine(f *testing.F) {
 	for _, s := range []string{
 		"", "# comment", "10.0.0.0/8 r1", "\t203.0.113.0/24\tr3\r\n",
@@ -264,30 +356,41 @@ func FuzzParseLine(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
-		prefix, relays, err := ParseLine(line)
+		prefix, relays, err := splitLine(line)
 		if err != nil {
 			if prefix != "" || relays != nil {
-				t.Fatalf("ParseLine(%q) returned fields with error %v", line, err)
+				t.Fatalf("splitLine(%q) returned fields with error %v", line, err)
 			}
 			return
 		}
 		if prefix == "" && relays != nil {
-			t.Fatalf("ParseLine(%q) returned relays without a prefix", line)
+			t.Fatalf("splitLine(%q) returned relays without a prefix", line)
 		}
 		for _, fld := range append([]string{prefix}, relays...) {
 			if prefix != "" && (fld == "" || strings.ContainsAny(fld, " \t#\r\n\x00")) {
-				t.Fatalf("ParseLine(%q) returned field %q", line, fld)
+				t.Fatalf("splitLine(%q) returned field %q", line, fld)
 			}
 			if !strings.Contains(line, fld) {
-				t.Fatalf("ParseLine(%q) returned %q, which is not in the line", line, fld)
+				t.Fatalf("splitLine(%q) returned %q, which is not in the line", line, fld)
+			}
+		}
+		// The spans are in line order with a separator between any two,
+		// as the parser takes the text between them as the relay list.
+		sp, _ := tokenize(line, nil)
+		for i, s := range sp {
+			if s.start >= s.end || s.end > len(line) || (i > 0 && s.start <= sp[i-1].end) {
+				t.Fatalf("tokenize(%q) returned spans %v", line, sp)
 			}
 		}
 		// Whatever the tokenizer accepts, the rest of the file path must
-		// handle without panicking.
+		// handle without panicking, and say what is wrong in a message that
+		// does not grow with the line.
 		if prefix != "" {
 			_, _ = ParsePrefix(prefix)
 		}
-		_, _ = ParseFile(bg, line, "fuzz", resolveTest)
+		if _, err := ParseFile(bg, line, "fuzz", resolveTest); err != nil && len(err.Error()) > 1<<10 {
+			t.Fatalf("ParseFile of a %d-byte line: message of %d bytes", len(line), len(err.Error()))
+		}
 	})
 }
 

@@ -61,17 +61,17 @@ func (l *FileLoader) Load(ctx context.Context, text string) (*Table, error) {
 		return nil, err
 	}
 	for _, o := range l.overrides {
-		if err := b.Override(o.Prefix, o.Relays, o.Origin); err != nil {
+		if err := b.override(o.Prefix, o.Relays, o.Origin); err != nil {
 			return nil, &LineError{At: o.Origin, Err: err}
 		}
 	}
-	t, err := b.BuildFrom(l.table)
+	t, err := b.buildFrom(l.table)
 	if err != nil {
 		return nil, err // cannot happen: ParseFile reported the duplicates
 	}
 	fileHas := make(map[netip.Prefix]bool, len(l.overrides))
 	for _, o := range l.overrides {
-		p, _ := normalize(o.Prefix) // Override above succeeded
+		p, _ := normalize(o.Prefix) // override above succeeded
 		fileHas[p] = b.has(p)
 	}
 	l.text, l.table, l.fileHas, l.changed = text, t, fileHas, -1
@@ -86,7 +86,7 @@ func (l *FileLoader) ChangedLines() int { return l.changed }
 // maxPatchShare: Load parses the whole file when more than one line in
 // maxPatchShare changed. A changed route is two lines (the old one and the
 // new one) and one persistent insert, so this allows about as many inserts
-// as BuildFrom's maxUpdateShare, which a whole parse would then apply.
+// as buildFrom's maxUpdateShare, which a whole parse would then apply.
 const maxPatchShare = maxUpdateShare / 2
 
 // patch returns the table of text made from the one of the version
@@ -170,33 +170,6 @@ func (l *FileLoader) patch(text string) (t *Table, fileHas map[netip.Prefix]bool
 		return nil, nil, 0, false
 	}
 	return sets.table(trie), fileHas, len(removed) + len(added), true
-}
-
-// has reports whether an Add entry has prefix p; the entries must be
-// sorted.
-func (b *Builder) has(p netip.Prefix) bool {
-	var k entry
-	k.addr, k.bits, k.is4 = entryKey(p)
-	_, found := slices.BinarySearchFunc(b.entries, k, cmpKey2)
-	return found
-}
-
-// fileLine is a line of a file's text, without its "\n".
-type fileLine struct {
-	s     string // the whole text
-	start int
-	end   int
-}
-
-func (l fileLine) String() string { return l.s[l.start:l.end] }
-
-// text returns the line as ParseFile sees it: a byte order mark at the
-// start of the file, which some Windows editors write, is not part of it.
-func (l fileLine) text() string {
-	if l.start == 0 {
-		return strings.TrimPrefix(l.String(), "\uFEFF")
-	}
-	return l.String()
 }
 
 // resyncWindow is how many lines past a difference diffLines looks for
@@ -290,26 +263,6 @@ func (w *lineWindow) extend(n int) {
 
 // ended reports whether the text ends within the window.
 func (w *lineWindow) ended() bool { return w.next == len(w.s) && len(w.lines) <= resyncWindow }
-
-// lineAt returns the line of s starting at off, and the start of the
-// next one.
-func lineAt(s string, off int) (fileLine, int) {
-	end := strings.IndexByte(s[off:], '\n')
-	if end < 0 {
-		return fileLine{s, off, len(s)}, len(s)
-	}
-	return fileLine{s, off, off + end}, off + end + 1
-}
-
-// countLines returns the number of lines of s from off, a last one
-// without "\n" included.
-func countLines(s string, off int) int {
-	n := strings.Count(s[off:], "\n")
-	if len(s) > off && s[len(s)-1] != '\n' {
-		n++
-	}
-	return n
-}
 
 // commonPrefix returns the length of the longest common prefix of a and
 // b. It compares blocks, which runs at memory speed, and only goes byte

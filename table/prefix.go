@@ -11,6 +11,13 @@ import (
 // mappedPrefix is ::ffff:0:0/96, the IPv4-mapped IPv6 block (RFC 4291 2.5.5.2).
 var mappedPrefix = netip.MustParsePrefix("::ffff:0:0/96")
 
+// maxPrefixText is longer than any text netip parses as a prefix, the
+// longest being 49 bytes (0000:0000:0000:0000:0000:ffff:255.255.255.255/128).
+// Longer text is refused before netip sees it, because netip's messages
+// repeat the text, and parts of it again, so that a line of garbage would
+// make an error message many times its size.
+const maxPrefixText = 64
+
 // ParsePrefix parses a source prefix as written in the Corefile or a sources
 // file: CIDR notation, or a bare address meaning a single host (/32 or /128).
 //
@@ -26,6 +33,9 @@ var mappedPrefix = netip.MustParsePrefix("::ffff:0:0/96")
 func ParsePrefix(s string) (netip.Prefix, error) {
 	if s == "" {
 		return netip.Prefix{}, errors.New("empty prefix")
+	}
+	if len(s) > maxPrefixText {
+		return netip.Prefix{}, errors.New("too long to be a prefix")
 	}
 	var p netip.Prefix
 	if strings.IndexByte(s, '/') >= 0 {
