@@ -25,6 +25,10 @@
 // are safe for concurrent use, and the relay slices Lookup returns are
 // shared and read-only. A Builder and a FileLoader are not safe for
 // concurrent use: each belongs to the one goroutine that builds.
+//
+// A SourceFile gives a FileLoader its versions: it reads only regular files,
+// up to a size limit, once a change has settled, so that a path somebody
+// else writes can never hang, exhaust or half-load the server.
 package table
 
 import (
