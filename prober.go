@@ -26,6 +26,7 @@ type prober struct {
 	hc     healthCheck
 	health *relayHealth
 	checks []*check
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error) // the system resolver
 }
 
 // check is one probe target and the endpoints whose health it decides: one endpoint per check,
@@ -40,7 +41,7 @@ type check struct {
 }
 
 func newProber(cfg *config, h *relayHealth) *prober {
-	p := &prober{hc: cfg.health, health: h}
+	p := &prober{hc: cfg.health, health: h, lookup: lookupHost}
 	if !cfg.health.enabled() {
 		return p
 	}
@@ -156,7 +157,7 @@ func (p *prober) targets(ctx context.Context, c *check) ([]netip.AddrPort, error
 		return []netip.AddrPort{c.target.addr}, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, p.hc.timeout)
-	addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", c.target.host)
+	addrs, err := p.lookup(rctx, c.target.host)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -182,4 +183,8 @@ func (p *prober) targets(ctx context.Context, c *check) ([]netip.AddrPort, error
 		targets[i] = netip.AddrPortFrom(a, c.target.port)
 	}
 	return targets, nil
+}
+
+func lookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }

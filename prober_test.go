@@ -1,13 +1,19 @@
 package amtrelay
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/amtdns/amtrelay/amt"
 	"github.com/amtdns/amtrelay/amt/amttest"
 
 	"github.com/miekg/dns"
@@ -238,4 +244,69 @@ func TestHealthSurvivesReload(t *testing.T) {
 	// The carried state is not frozen: the silent relay comes back through the new instance's probes.
 	silent.SetMode(amttest.Normal)
 	expectAddresses(t, s, "127.0.0.41 127.0.0.42")
+}
+
+// A probe name that resolves to thousands of addresses is probed at the first maxProbeAddrs in
+// sorted order, and the cut is logged once, not every round.
+func TestProbeTargetsCapped(t *testing.T) {
+	a := newTestPlugin(t, "amtrelay in-addr.arpa {\nrelay r1 192.0.2.1 probe relays.example.net:2268\nsource 198.51.100.0/24 r1\n}")
+	var answer []netip.Addr
+	for i := range 2000 {
+		answer = append(answer, netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}))
+	}
+	rand.Shuffle(len(answer), func(i, j int) { answer[i], answer[j] = answer[j], answer[i] })
+	answer = append(answer, netip.MustParseAddr("::ffff:10.0.0.5"), netip.MustParseAddr("2001:db8::1"))
+	a.prober.lookup = func(context.Context, string) ([]netip.Addr, error) { return slices.Clone(answer), nil }
+	logs := captureLog(t)
+	c := a.prober.checks[0]
+	for range 3 {
+		targets, err := a.prober.targets(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(targets) != maxProbeAddrs {
+			t.Fatalf("Got %d targets, want %d", len(targets), maxProbeAddrs)
+		}
+		for i, tg := range targets {
+			if want := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 2268); tg != want {
+				t.Fatalf("Target %d is %v, want %v (sorted, mapped folded, duplicates gone)", i, tg, want)
+			}
+		}
+	}
+	if n := strings.Count(logs.String(), "has 2001 addresses, probing the first 16"); n != 1 {
+		t.Errorf("Expected the cut logged once, got %d times in %q", n, logs)
+	}
+}
+
+// Probe sockets are capped for the whole process: a probe waits for a slot instead of opening one,
+// and gives up when its context ends.
+func TestProbeSocketCap(t *testing.T) {
+	relay := startResponder(t, "127.0.0.26:0")
+	a := newTestPlugin(t, fmt.Sprintf("amtrelay in-addr.arpa {\nrelay r1 %s probe %s\nsource 198.51.100.0/24 r1\n}",
+		relay.Addr().Addr(), relay.Addr()))
+	for range cap(probeSockets) {
+		probeSockets <- struct{}{}
+	}
+	drain := func() {
+		for len(probeSockets) > 0 {
+			<-probeSockets
+		}
+	}
+	defer drain()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if rep := a.prober.probeOne(ctx, relay.Addr()); rep.Result != amt.ResultError || !errors.Is(rep.Err, context.DeadlineExceeded) {
+		t.Errorf("With every slot taken: %v (%v), want an error after the deadline", rep.Result, rep.Err)
+	}
+	if n := relay.Discoveries(); n != 0 {
+		t.Errorf("The relay got %d Discoveries while no slot was free", n)
+	}
+	<-probeSockets // one slot frees up
+	if rep := a.prober.probeOne(context.Background(), relay.Addr()); rep.Result != amt.ResultOK {
+		t.Errorf("With a free slot: %v (%v), want ok", rep.Result, rep.Err)
+	}
+	if len(probeSockets) != cap(probeSockets)-1 {
+		t.Errorf("The probe did not give its slot back: %d of %d taken", len(probeSockets), cap(probeSockets))
+	}
 }

@@ -774,3 +774,160 @@ func TestSourcesForwardComposition(t *testing.T) {
 		t.Errorf("Expected SERVFAIL for a D-bit AMTRELAY through forward (miekg/dns bug), got rcode %d, %+v", rcode, sec)
 	}
 }
+
+// A FIFO swapped in at the sources path is refused, once, without blocking the watcher: the table
+// in service stays, a good file is loaded after it, and shutdown does not wait on anything.
+func TestSourcesFIFOSwappedIn(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sources.txt")
+	writeFile(t, path, "198.51.100.0/24 r1\n")
+	logs := captureLog(t)
+	s := startServer(t, sourcesCorefile(dir, "in-addr.arpa"))
+	expectAnswers(t, s, "answers from the file", map[string]string{apexS: "192.0.2.1"})
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	want := path + ": not a regular file (a FIFO)"
+	eventually(t, "the FIFO reported", sourcesWait, func() (bool, string) {
+		return strings.Contains(logs.String(), want), logs.String()
+	})
+	time.Sleep(5 * testSourcesReload) // more checks of the same FIFO
+	if n := strings.Count(logs.String(), want); n != 1 {
+		t.Errorf("Expected the FIFO reported once, got %d times", n)
+	}
+	expectAnswers(t, s, "the old table", map[string]string{apexS: "192.0.2.1"})
+
+	replaceFile(t, path, "198.51.100.0/24 r2\n")
+	expectAnswers(t, s, "the file after the FIFO", map[string]string{apexS: "192.0.2.2"})
+
+	// A FIFO again, then a shutdown: it must not wait for a writer that never comes.
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * testSourcesReload)
+	done := make(chan struct{})
+	go func() {
+		s.shutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown blocked with a FIFO at the sources path")
+	}
+}
+
+// A FIFO at the sources path at start-up fails start-up at once, with the reason.
+func TestSourcesFIFOAtStartup(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "sources.txt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		caddyMu.Lock()
+		defer caddyMu.Unlock()
+		inst, err := caddy.Start(corefileInput(sourcesCorefile(dir, "in-addr.arpa")))
+		if err == nil {
+			inst.ShutdownCallbacks()
+			inst.Stop()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		want := filepath.Join(dir, "sources.txt") + ": not a regular file (a FIFO)"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Start-up error %v, want one saying %q", err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start-up blocked on a FIFO at the sources path")
+	}
+}
+
+// A file over max_size is refused and the table in service stays.
+func TestSourcesMaxSize(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.txt")
+	writeFile(t, path, "198.51.100.0/24 r1\n")
+	a, err := setupIn(t, dir, "amtrelay {\nrelay r1 192.0.2.1\nrelay r2 192.0.2.2\nsources s.txt max_size 1K\n}")
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	logs := captureLog(t)
+	writeFile(t, path, "198.51.100.0/24 r2\n"+strings.Repeat("# padding\n", 200))
+	checkSources(t, a)
+	if got := relaysOf(a, "198.51.100.1"); got != "r1" {
+		t.Errorf("Expected the old table, got %q", got)
+	}
+	if want := path + ": larger than max_size 1024 bytes (2019 bytes)"; !strings.Contains(logs.String(), want) {
+		t.Errorf("Expected the log to say %q, got %q", want, logs)
+	}
+}
+
+// A file rewritten in place with pauses shorter than the settle time is never loaded half-written:
+// a source in its second half never goes missing, whenever the checks happen.
+func TestSourcesHalfWrittenNotLoaded(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.txt")
+	var full strings.Builder
+	for i := range 64 {
+		fmt.Fprintf(&full, "10.%d.0.0/16 r1\n", i)
+	}
+	writeFile(t, path, full.String())
+	a, err := setupIn(t, dir, "amtrelay {\nrelay r1 192.0.2.1\nrelay r2 192.0.2.2\nsources s.txt reload 100ms\nhealth_check off\n}")
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	a.start()
+	defer a.stop()
+
+	half := full.Len() / 2
+	half = strings.LastIndexByte(full.String()[:half], '\n') + 1 // cut at a line boundary
+	var missing atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if relaysOf(a, "10.63.0.1") == "-" {
+				missing.Add(1)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for round := range 10 {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content := strings.ReplaceAll(full.String(), "r1", []string{"r1", "r2"}[round%2])
+		f.WriteString(content[:half])
+		time.Sleep(30 * time.Millisecond)
+		f.WriteString(content[half:])
+		f.Close()
+		time.Sleep(250 * time.Millisecond) // settled and loaded
+	}
+	close(stop)
+	wg.Wait()
+	if n := missing.Load(); n > 0 {
+		t.Errorf("A source of the second half went missing %d times: a half-written file was loaded", n)
+	}
+	if got := relaysOf(a, "10.63.0.1"); got != "r2" {
+		t.Errorf("Expected the last version (r2), got %q", got)
+	}
+}

@@ -1,0 +1,80 @@
+package amtrelay
+
+import (
+	"fmt"
+	"net"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// One real server per transport: the plugin compiled into CoreDNS answers over UDP and TCP with the
+// exact AMTRELAY bytes (D-bit set on one relay), and hands on what is not its own.
+func TestServeUDPAndTCP(t *testing.T) {
+	s := startServer(t, answerCorefile)
+	for _, proto := range []string{"udp", "tcp"} {
+		t.Run(proto, func(t *testing.T) {
+			checkAnswer(t, s.query(t, proto, apexS, dns.TypeAMTRELAY), answerCase{
+				qname:  apexS,
+				answer: wantSection{apexS, dns.TypeAMTRELAY, []string{rdV4a, rdV4b, rdDual4, rdDual6, rdNamed}, 45},
+			}, "example.net.")
+			checkAnswer(t, s.query(t, proto, "x."+apexS, dns.TypeA), answerCase{
+				qname: "x." + apexS, rcode: dns.RcodeNameError, soaOwner: apexS,
+			}, "example.net.")
+			if r := s.query(t, proto, revS, dns.TypePTR); !r.fellThrough() {
+				t.Errorf("Expected whoami to answer PTR at rev(S), got %v", r.msg)
+			}
+		})
+	}
+}
+
+// startUpstream runs a DNS server on loopback that answers every query with one TXT record saying
+// "upstream" in the query's class, and returns its address.
+func startUpstream(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		m.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: q.Qclass, Ttl: 5}, Txt: []string{"upstream"}}}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+// With forward after amtrelay, CoreDNS lets classes other than IN reach the plugins; a CH query for
+// a name amtrelay serves must go to forward, not get amtrelay's IN records.
+func TestOtherClassesGoToForward(t *testing.T) {
+	upstream := startUpstream(t)
+	s := startServer(t, fmt.Sprintf(`in-addr.arpa:0 {
+	bind 127.0.0.1
+	amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+		health_check off
+	}
+	forward . %s {
+		prefer_udp
+	}
+}
+`, upstream))
+	q := question(apexS, dns.TypeTXT)
+	q.Question[0].Qclass = dns.ClassCHAOS
+	r := s.exchange(t, "udp", q)
+	if r.msg == nil || len(r.msg.Answer) != 1 || r.msg.Answer[0].Header().Class != dns.ClassCHAOS ||
+		r.msg.Answer[0].(*dns.TXT).Txt[0] != "upstream" || r.msg.Authoritative {
+		t.Errorf("CH query: expected forward's upstream answer, got %v", r.msg)
+	}
+	if got := addressesOf(t, s, "udp", apexS); got != "192.0.2.1" {
+		t.Errorf("IN query: expected amtrelay's answer, got %s", got)
+	}
+}

@@ -1,0 +1,191 @@
+package amtrelay
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amtdns/amtrelay/amt/amttest"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// relaySeries lists the relay label values of relay_up, sorted.
+func relaySeries(t *testing.T) string {
+	t.Helper()
+	var names []string
+	for k := range series(t, "coredns_amtrelay_relay_up") {
+		names = append(names, strings.TrimPrefix(k, "relay="))
+	}
+	slices.Sort(names)
+	return strings.Join(names, " ")
+}
+
+// runningInstances is the size of the process-wide register.
+func runningInstances() int {
+	instances.Lock()
+	defer instances.Unlock()
+	return len(instances.running)
+}
+
+// A reload replaces the relay set: answers follow at once, the old instance's probers stop (goleak in
+// TestMain checks nothing is left behind) and the removed relay's series disappear.
+func TestReload(t *testing.T) {
+	old := startResponder(t, "127.0.0.31:0")
+	kept := startResponder(t, "127.0.0.32:0")
+	// No ready plugin here: after a failed reload it re-arms a listener that no shutdown hook closes.
+	readyAddr := ""
+	s := startServer(t, healthCorefile(readyAddr, "serve", old, kept))
+	expectAddresses(t, s, "127.0.0.31 127.0.0.32")
+	if !strings.Contains(relaySeries(t), "h1") {
+		t.Fatalf("Expected relay_up{relay=\"h1\"} before the reload, got %q", relaySeries(t))
+	}
+
+	// h0 is now the relay that was h1; h1 is gone.
+	s.reload(t, healthCorefile(readyAddr, "serve", kept))
+	expectAddresses(t, s, "127.0.0.32")
+	if got := relaySeries(t); got != "h0" {
+		t.Errorf("Expected only relay_up{relay=\"h0\"} after the reload, got %q", got)
+	}
+	for k := range series(t, "coredns_amtrelay_probes_total") {
+		if strings.Contains(k, "relay=h1") {
+			t.Errorf("Expected the removed relay's probe series to go, got %s", k)
+		}
+	}
+	if n := testutil.CollectAndCount(probesTotal); n == 0 {
+		t.Errorf("Expected probe series for the remaining relay")
+	}
+	if n := runningInstances(); n != 1 {
+		t.Errorf("Expected one running instance after the reload, got %d", n)
+	}
+
+	// A broken Corefile leaves the running config in place.
+	caddyMu.Lock()
+	_, err := s.inst.Restart(corefileInput(strings.Replace(healthCorefile(readyAddr, "serve", kept), "all_down serve", "all_down never", 1)))
+	caddyMu.Unlock()
+	if err == nil {
+		t.Fatalf("Expected the broken Corefile to be rejected")
+	}
+	if r := s.query(t, "tcp", apexS, dns.TypeA); len(r.msg.Answer) != 1 {
+		t.Errorf("Expected the old config to keep answering, got %v", r.msg)
+	}
+}
+
+// probeRate counts the Discoveries a responder gets in one second.
+func probeRate(r *amttest.Responder) uint64 {
+	before := r.Discoveries()
+	time.Sleep(time.Second)
+	return r.Discoveries() - before
+}
+
+// A reload that fails after the new instance started (its servers cannot bind) leaves nothing of
+// that instance running: caddy drops it without OnShutdown, and the old instance's OnRestartFailed
+// stops it. Five failed reloads must not leave five more probe loops per relay.
+func TestFailedReloadLeavesNothing(t *testing.T) {
+	relay := startResponder(t, "127.0.0.33:0")
+	corefile := fmt.Sprintf(`in-addr.arpa:0 {
+	bind 127.0.0.1
+	amtrelay {
+		relay r1 %s probe %s
+		source 198.51.100.0/24 r1
+		health_check 100ms timeout 50ms
+	}
+}
+`, relay.Addr().Addr(), relay.Addr())
+	s := startServer(t, corefile)
+	expectAddresses(t, s, relay.Addr().Addr().String())
+	base := probeRate(relay)
+	goroutines := runtime.NumGoroutine()
+
+	// A port that is taken: the new Corefile's second server block cannot bind it.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, port, _ := net.SplitHostPort(taken.Addr().String())
+	// A relay only the failing Corefile has: its series must not be left behind.
+	failing := corefile + fmt.Sprintf(`ip6.arpa:%s {
+	bind 127.0.0.1
+	amtrelay {
+		relay r1 %s probe %s
+		relay only-in-failed 192.0.2.99
+		source 2001:db8::/32 r1 only-in-failed
+		health_check 100ms timeout 50ms
+	}
+}
+`, port, relay.Addr().Addr(), relay.Addr())
+	for i := range 5 {
+		caddyMu.Lock()
+		_, err := s.inst.Restart(corefileInput(failing))
+		caddyMu.Unlock()
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("Reload %d: expected a bind failure, got %v", i, err)
+		}
+	}
+
+	if n := runningInstances(); n != 1 {
+		t.Errorf("Running instances after 5 failed reloads: %d, want 1", n)
+	}
+	after := probeRate(relay)
+	t.Logf("Probes per second at the relay: %d before, %d after 5 failed reloads", base, after)
+	if after > base*3/2+2 {
+		t.Errorf("Probe rate went from %d/s to %d/s: the discarded instances still probe", base, after)
+	}
+	if strings.Contains(relaySeries(t), "only-in-failed") {
+		t.Errorf("A relay of the failed Corefile left its series: %s", relaySeries(t))
+	}
+	for k := range series(t, "coredns_amtrelay_probes_total") {
+		if strings.Contains(k, "only-in-failed") {
+			t.Errorf("A relay of the failed Corefile left its probe series: %s", k)
+		}
+	}
+	eventually(t, "goroutines back to where they were", 5*time.Second, func() (bool, string) {
+		n := runtime.NumGoroutine()
+		return n <= goroutines+2, fmt.Sprintf("%d goroutines, %d before", n, goroutines)
+	})
+	expectAddresses(t, s, relay.Addr().Addr().String())
+}
+
+// The register follows caddy's order of hooks: a restart that fails stops exactly the instances
+// started while it ran; one that succeeds keeps them.
+func TestRestartBookkeeping(t *testing.T) {
+	block := "amtrelay in-addr.arpa {\nrelay r1 192.0.2.1\nsource 198.51.100.0/24 r1\nhealth_check off\n}"
+	old := newTestPlugin(t, block)
+	old.gen = new(generation)
+	old.start()
+	defer old.stop()
+
+	beginRestart(old.gen)
+	beginRestart(old.gen) // a second block of the same instance
+	failed := newTestPlugin(t, block)
+	failed.gen = new(generation)
+	failed.start()
+	for _, a := range restartFailed(old.gen) {
+		a.stop()
+	}
+	if got := restartFailed(old.gen); len(got) != 0 {
+		t.Errorf("A second OnRestartFailed hook got %d instances again", len(got))
+	}
+	if n := runningInstances(); n != 1 {
+		t.Fatalf("After a failed restart: %d running, want only the old one", n)
+	}
+
+	beginRestart(old.gen)
+	next := newTestPlugin(t, block)
+	next.gen = new(generation)
+	next.start()
+	old.stop() // the restart succeeded: the old instance shuts down
+	if got := restartFailed(old.gen); len(got) != 0 {
+		t.Errorf("A succeeded restart handed out %d instances to stop", len(got))
+	}
+	if n := runningInstances(); n != 1 {
+		t.Errorf("After a good restart: %d running, want the new one", n)
+	}
+	next.stop()
+}
