@@ -33,6 +33,9 @@ type AMTRelay struct {
 	prober  *prober
 	sources *sourcesFile // nil without a sources file
 	life    lifecycle
+	// firstStartup: the instance starts with the process (caddy ran OnFirstStartup), not by a
+	// Corefile reload.
+	firstStartup bool
 }
 
 // newAMTRelay builds the instance of cfg and loads its connectivity table, reading the sources file

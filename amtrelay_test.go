@@ -3,6 +3,7 @@ package amtrelay
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -76,5 +77,58 @@ func TestOtherClassesGoToForward(t *testing.T) {
 	}
 	if got := addressesOf(t, s, "udp", apexS); got != "192.0.2.1" {
 		t.Errorf("IN query: expected amtrelay's answer, got %s", got)
+	}
+}
+
+// bigRelaySet is a block with many relays of both families and names, for answer sizes.
+func bigRelaySet(n int) string {
+	var b strings.Builder
+	var names []string
+	for i := range n {
+		name := fmt.Sprintf("r%d", i)
+		names = append(names, name)
+		fmt.Fprintf(&b, "\t\trelay %s 192.0.%d.%d 2001:db8::%x relay-%d.relays.example.net\n", name, i/250, i%250+1, i+1, i)
+	}
+	fmt.Fprintf(&b, "\t\tsource 0.0.0.0/0 %s\n", strings.Join(names, " "))
+	return b.String()
+}
+
+// amplification asks the server for AMTRELAY at the shortest source name, with the largest EDNS
+// buffer, over UDP, and returns the query and answer sizes and the answer's TC bit.
+func amplification(t *testing.T, s *testServer) (query, answer int, truncated bool) {
+	t.Helper()
+	q := question("amt.0.0.0.0.in-addr.arpa.", dns.TypeAMTRELAY)
+	q.SetEdns0(65000, false)
+	out, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.exchange(t, "udp", q)
+	return len(out), len(r.raw), r.msg != nil && r.msg.Truncated
+}
+
+// A relay set big enough to fill 64 KB answers would make the server an amplifier for spoofed UDP
+// queries; bufsize 1232 in front caps every UDP answer, whatever the query's EDNS buffer. The test
+// prints the worst ratio, which the README states.
+func TestAmplificationWithBufsize(t *testing.T) {
+	const corefile = `in-addr.arpa:0 {
+	bind 127.0.0.1
+	%s
+	amtrelay {
+%s		health_check off
+	}
+}
+`
+	open := startServer(t, fmt.Sprintf(corefile, "", bigRelaySet(100)))
+	capped := startServer(t, fmt.Sprintf(corefile, "bufsize 1232", bigRelaySet(100)))
+	q, a, _ := amplification(t, open)
+	t.Logf("Without bufsize: %d-byte query, %d-byte answer, %.1fx", q, a, float64(a)/float64(q))
+	if a <= 1232 {
+		t.Fatalf("The relay set is too small to show anything: %d bytes", a)
+	}
+	q, a, tc := amplification(t, capped)
+	t.Logf("With bufsize 1232: %d-byte query, %d-byte answer (TC %v), %.1fx", q, a, tc, float64(a)/float64(q))
+	if a > 1232 || !tc {
+		t.Errorf("With bufsize 1232: a %d-byte answer, TC %v; want at most 1232 bytes, truncated", a, tc)
 	}
 }

@@ -15,20 +15,33 @@ type generation struct{ _ byte }
 // to start without calling its OnShutdown: only the old instance's OnRestartFailed hooks run. So
 // the register remembers which instances started while a restart was in progress, and a failed
 // restart stops them. It is also what carries relay health over a reload and what metrics read.
+//
+// When the Corefile being replaced has no amtrelay block, no hook of ours sees the restart: the
+// instances it starts are unconfirmed until the next restart begins, and those of them that are
+// not of the generation being restarted then (their restart failed) are stopped.
 var instances struct {
 	sync.Mutex
-	running    []*AMTRelay // oldest first
-	restarting *generation // the generation being replaced, while its Restart runs
-	newcomers  []*AMTRelay // started since restarting was set
+	running     []*AMTRelay // oldest first
+	restarting  *generation // the generation being replaced, while its Restart runs
+	newcomers   []*AMTRelay // started since restarting was set
+	unconfirmed []*AMTRelay // started by a restart that no hook of ours saw
 }
 
-// beginRestart is an OnRestart hook of the running generation g.
-func beginRestart(g *generation) {
+// beginRestart is an OnRestart hook of the running generation g. It returns the instances of
+// restarts nobody saw fail, which the caller stops.
+func beginRestart(g *generation) (orphans []*AMTRelay) {
 	instances.Lock()
 	defer instances.Unlock()
 	if instances.restarting != g {
 		instances.restarting, instances.newcomers = g, nil
 	}
+	for _, a := range instances.unconfirmed {
+		if a.gen != g {
+			orphans = append(orphans, a)
+		}
+	}
+	instances.unconfirmed = nil
+	return orphans
 }
 
 // restartFailed is an OnRestartFailed hook of g. It returns the instances started for the Corefile
@@ -45,14 +58,18 @@ func restartFailed(g *generation) (discarded []*AMTRelay) {
 }
 
 // register records a as running, and returns the other running instances, newest first.
-func register(a *AMTRelay) (others []*AMTRelay) {
+// firstStartup says that a starts with the process, not by a restart.
+func register(a *AMTRelay, firstStartup bool) (others []*AMTRelay) {
 	instances.Lock()
 	defer instances.Unlock()
 	others = slices.Clone(instances.running)
 	slices.Reverse(others)
 	instances.running = append(instances.running, a)
-	if r := instances.restarting; r != nil && r != a.gen {
+	switch r := instances.restarting; {
+	case r != nil && r != a.gen:
 		instances.newcomers = append(instances.newcomers, a)
+	case r == nil && !firstStartup:
+		instances.unconfirmed = append(instances.unconfirmed, a)
 	}
 	return others
 }
@@ -63,6 +80,7 @@ func unregister(a *AMTRelay) (goneRelays, goneZones []string) {
 	instances.Lock()
 	instances.running = slices.DeleteFunc(instances.running, func(o *AMTRelay) bool { return o == a })
 	instances.newcomers = slices.DeleteFunc(instances.newcomers, func(o *AMTRelay) bool { return o == a })
+	instances.unconfirmed = slices.DeleteFunc(instances.unconfirmed, func(o *AMTRelay) bool { return o == a })
 	if instances.restarting == a.gen {
 		// The old generation shuts down: its restart succeeded.
 		instances.restarting, instances.newcomers = nil, nil

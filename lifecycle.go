@@ -48,7 +48,7 @@ func (l *lifecycle) stop() bool {
 // then the probe loops and the sources file watcher.
 func (a *AMTRelay) start() error {
 	a.life.start(func(ctx context.Context, wg *sync.WaitGroup) {
-		for _, prev := range register(a) {
+		for _, prev := range register(a, a.firstStartup) {
 			a.health.adopt(prev.health)
 		}
 		a.prober.start(ctx, wg)

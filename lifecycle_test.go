@@ -157,7 +157,7 @@ func TestFailedReloadLeavesNothing(t *testing.T) {
 func TestRestartBookkeeping(t *testing.T) {
 	block := "amtrelay in-addr.arpa {\nrelay r1 192.0.2.1\nsource 198.51.100.0/24 r1\nhealth_check off\n}"
 	old := newTestPlugin(t, block)
-	old.gen = new(generation)
+	old.gen, old.firstStartup = new(generation), true
 	old.start()
 	defer old.stop()
 
@@ -188,4 +188,32 @@ func TestRestartBookkeeping(t *testing.T) {
 		t.Errorf("After a good restart: %d running, want the new one", n)
 	}
 	next.stop()
+}
+
+// A reload from a Corefile without amtrelay is seen by no hook of ours. The instances it starts
+// wait for the next restart to begin: those of the generation in service then are kept, those of a
+// reload that failed are stopped.
+func TestRestartOrphans(t *testing.T) {
+	block := "amtrelay in-addr.arpa {\nrelay r1 192.0.2.1\nsource 198.51.100.0/24 r1\nhealth_check off\n}"
+	failed := newTestPlugin(t, block)
+	failed.gen = new(generation)
+	failed.start() // a reload that added amtrelay, and failed
+	live := newTestPlugin(t, block)
+	live.gen = new(generation)
+	live.start() // the next reload, which succeeded
+	defer live.stop()
+
+	orphans := beginRestart(live.gen)
+	if len(orphans) != 1 || orphans[0] != failed {
+		t.Fatalf("Orphans %v, want the failed reload's instance only", orphans)
+	}
+	for _, o := range orphans {
+		o.stop()
+	}
+	if n := runningInstances(); n != 1 {
+		t.Errorf("%d running, want the live instance only", n)
+	}
+	if got := restartFailed(live.gen); len(got) != 0 {
+		t.Errorf("The restart handed out %d instances to stop", len(got))
+	}
 }

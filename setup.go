@@ -36,12 +36,18 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
+	c.OnFirstStartup(func() error {
+		a.firstStartup = true
+		return nil
+	})
 	c.OnStartup(a.start)
 	c.OnShutdown(a.stop)
 	// These two run on the instance being replaced by a Corefile reload: a failed reload discards
 	// the new instances without their OnShutdown, so this one stops what they started.
 	c.OnRestart(func() error {
-		beginRestart(a.gen)
+		for _, orphan := range beginRestart(a.gen) {
+			orphan.stop()
+		}
 		return nil
 	})
 	c.OnRestartFailed(func() error {

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# bench/run.sh: the benchmarks of issue 5, run by `make bench`. See BENCHMARKS.md for the figures.
+# bench/run.sh: the benchmarks `make bench` runs. BENCHMARKS.md has the figures and the targets.
 #
 #   1. whole servers on loopback with dnsperf, one at a time, in alternating rounds:
 #      whoami (the ceiling), amtrelay (10k sources, 50 health-checked relays with fixture
 #      responders up) and file (the same answers as static records);
 #   2. memory: RSS and live heap of amtrelay with 1M IPv4 + 200k IPv6 prefixes;
 #   2b. reload loop: QPS of that server while a new sources file replaces the old every second,
-#      against QPS while the file stays put (issue 4);
+#      against QPS while the file stays put;
 #   3. the Go micro-benchmarks of the root package, revname, table and amt;
 #   4. the key ratios, as the last lines of the output.
 #
@@ -335,7 +335,7 @@ if ((run_memory)); then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Reload loop (issue 4): the server with the 1.2M-prefix sources file, in alternating phases:
+# Reload loop: the server with the 1.2M-prefix sources file, in alternating phases:
 # "steady", the file stays put (the server still stats it every interval), and "reloading", a
 # new version replaces the file by rename every second, each a full parse and swap. One
 # long-lived perl process does the renames, so the load the phase adds is the server's own.
@@ -487,7 +487,7 @@ go_metric() {
 } | tee "$RESULTS/summary.txt"
 
 {
-	echo "== key ratios (targets of issue 5) =="
+	echo "== key ratios (targets in BENCHMARKS.md) =="
 	if [[ -s $RESULTS/servers.tsv ]] && (($(wc -l <"$RESULTS/servers.tsv") > 1)); then
 		r=$(per_round_ratio amtrelay whoami 3)
 		printf 'amtrelay/whoami QPS       %6.3f  (>= 0.95: %s)\n' "$r" "$(verdict "$r" '>=' 0.95)"
@@ -502,7 +502,7 @@ go_metric() {
 	fi
 	if [[ -s $RESULTS/reload.tsv ]] && (($(wc -l <"$RESULTS/reload.tsv") > 1)); then
 		r=$(per_round_ratio reloading steady 3 "$RESULTS/reload.tsv")
-		printf 'reloading/steady QPS      %6.3f  (>= 0.95, issue 4, reload %s: %s)\n' "$r" "$RELOAD_INTERVAL" "$(verdict "$r" '>=' 0.95)"
+		printf 'reloading/steady QPS      %6.3f  (>= 0.95, reload %s: %s)\n' "$r" "$RELOAD_INTERVAL" "$(verdict "$r" '>=' 0.95)"
 	fi
 	if [[ -s $RESULTS/memory.tsv ]]; then
 		r=$(awk -F'\t' '{ m[$1] = $2 } END { printf "%.1f", (m["big_live_mb"] - m["base_live_mb"]) * 1048576 / m["prefixes"] }' "$RESULTS/memory.tsv")

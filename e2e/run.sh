@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end acceptance suite for the amtrelay CoreDNS plugin (issue 3).
+# End-to-end acceptance suite for the amtrelay CoreDNS plugin.
 #
 # Builds ./cmd/coredns (CoreDNS + amtrelay) and ./cmd/amt-responder, then runs
 # a small routed internet in network namespaces on this machine: a transit/IX

@@ -151,8 +151,20 @@ step_direct() {
 	expect_negative "NODATA+SOA for TXT at $AMT_NAME" NOERROR "$AMT_NAME"
 	dq n8 "@$srv" "x.$AMT_NAME" A
 	expect_negative "NXDOMAIN+SOA below the apex (x.$AMT_NAME)" NXDOMAIN "$AMT_NAME"
+	dq n8 "@$srv" 'x\.y.'"$AMT_NAME" A
+	expect_negative "NXDOMAIN+SOA below the apex with an escaped dot (x\\.y.$AMT_NAME)" NXDOMAIN "$AMT_NAME"
 	dq n8 "@$srv" "amt.$(rev4 $S_UNKNOWN)" A
 	expect_negative "NXDOMAIN+SOA for a source in no table (amt.$(rev4 $S_UNKNOWN))" NXDOMAIN "amt.$(rev4 $S_UNKNOWN)"
+	# Only class IN is amtrelay's: net2 has forward, so CoreDNS lets CH through, and it goes to
+	# net1 (which refuses it), never to an answer of amtrelay's IN records.
+	dq n8 "@$srv" -c CH "$AMT_NAME" A
+	if ! q_has_flag aa && [ -z "$(q_rrs ANSWER A)" ]; then ok "CH query at $AMT_NAME handed on, not answered by amtrelay ($(q_status))"
+	else bad "CH query at $AMT_NAME: got $(q_status) flags [$(q_flags)] answer [$(q_section ANSWER | tr '\n' '|')]"; fi
+	# bufsize 1232 caps UDP answers, whatever the query's EDNS buffer.
+	dq n8 "@$srv" +bufsize=65000 "$AMT_NAME" AMTRELAY
+	got=$(sed -n 's/.*; udp: \([0-9]*\).*/\1/p' <<<"$Q" | head -n1)
+	if [ "$got" = 1232 ]; then ok "EDNS buffer 65000 asked, 1232 advertised back (bufsize)"
+	else bad "EDNS buffer in the answer: want 1232, got [$got]"; fi
 	# IPv6 source.
 	kq n8 "@$srv" "amt.$REV_S_V6" A
 	expect_answer "kdig A for the IPv6 source $S_V6 (ip6.arpa name)" NOERROR A "${N2_RELAYS_V4[0]}"

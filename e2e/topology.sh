@@ -270,6 +270,7 @@ EOF
 # fallback) and fails open when every relay is down.
 . {
     bind $N1_DNS $ANYCAST
+    bufsize 1232
     errors
     log
     prometheus 127.0.0.1:9153
@@ -313,6 +314,7 @@ n2_corefile() {
 # net2: a multicast network nearer the user. Listens on the wildcard address
 # because the anycast /32 comes and goes with contrib/amt-route-control.sh.
 . {
+    bufsize 1232
     errors
     log
     prometheus 127.0.0.1:9153
