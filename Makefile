@@ -1,8 +1,9 @@
 # Every target works on a fresh machine with only Go installed; e2e and bench
 # install their Debian packages themselves (they need root).
 GO ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test fuzz e2e bench lint
+.PHONY: all build run test lint fuzz soak e2e bench
 
 all: build
 
@@ -15,6 +16,11 @@ run:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+# go vet, and staticcheck at a fixed version from the module proxy.
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 # Short coverage-guided runs of every fuzz target; the seed corpora also run in `make test`.
 # The budget is a count of executions, not a duration: with a duration, Go 1.26's fuzz
@@ -29,6 +35,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInZone$$' -fuzztime $(FUZZTIME) ./revname
 	$(GO) test -run '^$$' -fuzz '^FuzzDiffLines$$' -fuzztime $(FUZZTIME) ./table
 	$(GO) test -run '^$$' -fuzz '^FuzzFileLoader$$' -fuzztime $(FUZZTIME) ./table
+
+# 200 Corefile reloads on a bad day, under load, race detector on (about 40 s).
+soak:
+	$(GO) test -race -tags soak -run '^TestSoak$$' -count=1 -v .
 
 e2e:
 	bash e2e/run.sh

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtdns/amtrelay/internal/cputime"
 	"github.com/amtdns/amtrelay/revname"
 	"github.com/amtdns/amtrelay/table"
 
@@ -289,12 +290,12 @@ func checkReply(b *testing.B, h plugin.Handler, p benchPath, r *dns.Msg) {
 // machine. It returns the number of ops and the CPU ns per op.
 func benchLoop(b *testing.B, op func(i int)) (n int, cpuPerOp float64) {
 	runtime.GC() // the setup's garbage is not the query path's
-	c0 := cpuTime()
+	c0 := cputime.Process()
 	for b.Loop() {
 		op(n)
 		n++
 	}
-	cpuPerOp = float64(cpuTime()-c0) / float64(n)
+	cpuPerOp = float64(cputime.Process()-c0) / float64(n)
 	b.ReportMetric(cpuPerOp, "cpu-ns/op")
 	return n, cpuPerOp
 }
@@ -336,7 +337,7 @@ func benchParallel(b *testing.B, t *table.Table, v6 bool, n int) {
 	b.ReportAllocs()
 	runtime.GC()
 	b.ResetTimer()
-	c0 := cpuTime()
+	c0 := cputime.Process()
 	b.RunParallel(func(pb *testing.PB) {
 		w := newBenchWriter()
 		i := 0
@@ -345,7 +346,7 @@ func benchParallel(b *testing.B, t *table.Table, v6 bool, n int) {
 			i++
 		}
 	})
-	b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(cputime.Process()-c0)/float64(b.N), "cpu-ns/op")
 }
 
 // fileZones builds what an operator without this plugin would serve with the file plugin: for each
@@ -447,11 +448,11 @@ func BenchmarkVsFile(b *testing.B) {
 				// file runs as many queries right after, so that both see much the same machine.
 				b.StopTimer()
 				runtime.GC()
-				t0, c0 := time.Now(), cpuTime()
+				t0, c0 := time.Now(), cputime.Process()
 				for j := 0; j < n; j++ {
 					serveOnce(f, w, qs[j%benchRing])
 				}
-				fileCPU := float64(cpuTime()-c0) / float64(n)
+				fileCPU := float64(cputime.Process()-c0) / float64(n)
 				fileNs := float64(time.Since(t0).Nanoseconds()) / float64(n)
 				b.ReportMetric(fileNs, "file-ns/op")
 				b.ReportMetric(fileCPU, "file-cpu-ns/op")

@@ -57,13 +57,6 @@ func newRelayHealth(cfg *config, publish func(*healthSnapshot)) *relayHealth {
 	return h
 }
 
-// snapshot returns the snapshot in service.
-func (h *relayHealth) snapshot() *healthSnapshot {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.snap
-}
-
 // build computes a snapshot from the states; the caller holds mu.
 func (h *relayHealth) build() *healthSnapshot {
 	s := &healthSnapshot{

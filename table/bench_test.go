@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtdns/amtrelay/internal/cputime"
 	"github.com/gaissmai/bart"
 )
 
@@ -262,7 +263,7 @@ func loopTimed(b *testing.B, op func(i int)) {
 	const batch = 1024
 	best := time.Duration(math.MaxInt64)
 	b.ResetTimer()
-	cpu0 := cpuTime()
+	cpu0 := cputime.Process()
 	for i := 0; i < b.N; i += batch {
 		k := min(batch, b.N-i)
 		t0 := time.Now()
@@ -273,7 +274,7 @@ func loopTimed(b *testing.B, op func(i int)) {
 			best = d
 		}
 	}
-	cpu := cpuTime() - cpu0
+	cpu := cputime.Process() - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	if best != time.Duration(math.MaxInt64) {
@@ -309,11 +310,11 @@ func BenchmarkBuild1M(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				before := heapAfterGC()
-				c0 := cpuTime()
+				c0 := cputime.Process()
 				b.StartTimer()
 				t := buildGen(b, c.entries)
 				b.StopTimer()
-				cpu += cpuTime() - c0
+				cpu += cputime.Process() - c0
 				perPrefix = float64(heapAfterGC()-before) / float64(len(c.entries))
 				runtime.KeepAlive(t)
 				b.StartTimer()
@@ -393,7 +394,7 @@ func BenchmarkParseFile(b *testing.B) {
 				heapAfterGC()
 				var cpu time.Duration
 				for b.Loop() {
-					c0 := cpuTime()
+					c0 := cputime.Process()
 					bld, err := ParseFile(bg, text, path, resolve)
 					if err != nil {
 						b.Fatal(err)
@@ -407,7 +408,7 @@ func BenchmarkParseFile(b *testing.B) {
 							b.Fatalf("Loaded %d + %d prefixes", t.Len4(), t.Len6())
 						}
 					}
-					cpu += cpuTime() - c0
+					cpu += cputime.Process() - c0
 				}
 				b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
 			})
@@ -502,7 +503,7 @@ func BenchmarkReload(b *testing.B) {
 				for b.Loop() {
 					i++
 					path := paths[i%2]
-					c0 := cpuTime()
+					c0 := cputime.Process()
 					var t *Table
 					switch mode {
 					case "patch":
@@ -514,7 +515,7 @@ func BenchmarkReload(b *testing.B) {
 					case "rebuild":
 						t = parse(b, path, nil)
 					}
-					cpu += cpuTime() - c0
+					cpu += cputime.Process() - c0
 					if t.Len4() != fileV4 || t.Len6() != fileV6 {
 						b.Fatalf("Loaded %d + %d prefixes", t.Len4(), t.Len6())
 					}
