@@ -1,11 +1,14 @@
 package amtrelay
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -53,4 +56,60 @@ func relayUpValue(t testing.TB, relay string) float64 {
 		return v
 	}
 	return -1
+}
+
+// Every metric the plugin exports passes Prometheus's naming lint, as CoreDNS's own
+// test/metric_naming_test.go checks for the in-tree plugins.
+func TestMetricNames(t *testing.T) {
+	a := newTestPlugin(t, answerBlock)
+	a.start()
+	defer a.stop()
+	// One series of each vector, so that there is something to lint.
+	requestsTotal.WithLabelValues("dns://:53", "lint.", "A", "answer")
+	relayTransitions.WithLabelValues("lint", "up")
+	probesTotal.WithLabelValues("lint", "ok")
+	probeDuration.WithLabelValues("lint").Observe(0.001)
+	tableReloads.WithLabelValues("success")
+	defer deleteRelaySeries("lint")
+	defer deleteZoneSeries("lint.")
+	for _, c := range []prometheus.Collector{requestsTotal, relayTransitions, probesTotal, probeDuration, tableReloads, stateCollector{}} {
+		problems, err := testutil.CollectAndLint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %s", p.Metric, p.Text)
+		}
+	}
+}
+
+// The gauges describe the configuration in service, read at scrape time: an instance's relays
+// appear when it starts, follow its health, and go when it stops.
+func TestStateGauges(t *testing.T) {
+	dead := startResponder(t, "127.0.0.71:0")
+	dead.Stop() // refused: the first probe takes the relay down
+	a := newTestPlugin(t, fmt.Sprintf(`amtrelay in-addr.arpa {
+		relay gauged %s probe %s
+		source 198.51.100.0/24 gauged
+		source 203.0.113.0/24 gauged
+		health_check 100ms
+	}`, dead.Addr().Addr(), dead.Addr()))
+	if v := relayUpValue(t, "gauged"); v != -1 {
+		t.Fatalf("relay_up{gauged} before start: %v, want no series", v)
+	}
+	a.start()
+	eventually(t, "relay_up{gauged} 0", 5*time.Second, func() (bool, string) {
+		v := relayUpValue(t, "gauged")
+		return v == 0, fmt.Sprint(v)
+	})
+	if v := series(t, "coredns_amtrelay_sources")[""]; v != 2 {
+		t.Errorf("sources: %v, want 2", v)
+	}
+	a.stop()
+	if v := relayUpValue(t, "gauged"); v != -1 {
+		t.Errorf("relay_up{gauged} after stop: %v, want no series", v)
+	}
+	if v, ok := series(t, "coredns_amtrelay_sources")[""]; ok {
+		t.Errorf("sources after stop: %v, want no series", v)
+	}
 }
