@@ -13,6 +13,7 @@ import (
 	"github.com/coredns/coredns/plugin/metrics"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // pluginName is the directive, the handler's Name, the log prefix and the metrics subsystem.
@@ -32,7 +33,10 @@ type AMTRelay struct {
 	health  *relayHealth
 	prober  *prober
 	sources *sourcesFile // nil without a sources file
+	admin   *adminFile   // nil without an admin file
 	life    lifecycle
+	// answered counts, by relay index, the answers that included the relay.
+	answered []prometheus.Counter
 	// firstStartup: the instance starts with the process (caddy ran OnFirstStartup), not by a
 	// Corefile reload.
 	firstStartup bool
@@ -41,9 +45,19 @@ type AMTRelay struct {
 // newAMTRelay builds the instance of cfg and loads its connectivity table, reading the sources file
 // if there is one: a file that does not load fails the Corefile before anything has started.
 func newAMTRelay(cfg *config, gen *generation) (*AMTRelay, error) {
-	a := &AMTRelay{cfg: cfg, gen: gen}
+	a := &AMTRelay{cfg: cfg, gen: gen, view: viewPublisher{cfg: cfg}}
 	a.health = newRelayHealth(cfg, a.view.setHealth)
 	a.prober = newProber(cfg, a.health)
+	a.answered = make([]prometheus.Counter, len(cfg.relays))
+	for i, r := range cfg.relays {
+		a.answered[i] = relayAnswers.WithLabelValues(r.name)
+	}
+	if cfg.admin.path != "" {
+		a.admin = newAdminFile(cfg.admin, cfg, a.view.setAdmin)
+		if err := a.admin.load(context.Background()); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.sources.path == "" {
 		a.view.setSources(cfg.inlineTable)
 		return a, nil
@@ -71,12 +85,19 @@ func (a *AMTRelay) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	if zone == "" {
 		return plugin.NextOrFailure(a.Name(), a.Next, ctx, w, r)
 	}
-	m, res := a.cfg.answer(r, zone, a.view.load())
+	var buf [16]*endpoint
+	m, res, picked := a.cfg.answer(r, zone, a.view.load(), buf[:0])
 	requestsTotal.WithLabelValues(metrics.WithServer(ctx), zone, typeLabel(q.Qtype), res.String()).Inc()
 	switch {
 	case m != nil:
 		if err := w.WriteMsg(m); err != nil {
 			return dns.RcodeServerFailure, plugin.Error(pluginName, err)
+		}
+		// picked holds each relay's endpoints together: one count per relay.
+		for i, e := range picked {
+			if i == 0 || picked[i-1].relay != e.relay {
+				a.answered[e.relay.index].Inc()
+			}
 		}
 		return m.Rcode, nil
 	case res == resultFallthrough:

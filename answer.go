@@ -73,23 +73,24 @@ func matchZone(zones []string, qname string) string {
 }
 
 // answer decides what to do with r, a class IN query inside zone, from the table and the relay
-// health of v. It returns the reply to write; or nil and resultFallthrough to hand r to the next
-// plugin; or nil and resultAllDown for SERVFAIL (the all_down servfail policy). It only reads its
+// states of v. It returns the reply to write; or nil and resultFallthrough to hand r to the next
+// plugin; or nil and resultAllDown for SERVFAIL (the all_down servfail policy). The endpoints
+// whose records the reply carries are appended to picked, which is returned. It only reads its
 // arguments.
-func (cfg *config) answer(r *dns.Msg, zone string, v *view) (*dns.Msg, result) {
+func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) (*dns.Msg, result, []*endpoint) {
 	q := r.Question[0]
 	kind, apex, src := classify(q.Name, cfg.label)
 	if kind == nameOther || (kind == nameReverse && q.Qtype != dns.TypeAMTRELAY) {
-		return nil, resultFallthrough
+		return nil, resultFallthrough, picked
 	}
 	relays, found := v.sources.Lookup(src.Unmap())
 	if !found {
 		// rev(S) may be served by a zone further down the chain; L.rev(S) was delegated to us, so a
 		// miss there is authoritative unless the operator chains another server with fallthrough.
 		if kind == nameReverse || cfg.fall.Through(q.Name) {
-			return nil, resultFallthrough
+			return nil, resultFallthrough, picked
 		}
-		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain
+		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain, picked
 	}
 	if kind == nameReverse {
 		apex = zone
@@ -97,27 +98,28 @@ func (cfg *config) answer(r *dns.Msg, zone string, v *view) (*dns.Msg, result) {
 
 	switch {
 	case kind == nameBelow:
-		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain
+		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain, picked
 	case q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeAMTRELAY:
-		return cfg.relayAnswer(r, relays, apex, v.health)
+		return cfg.relayAnswer(r, relays, apex, v, picked)
 	case q.Qtype == dns.TypeSOA:
 		m := reply(r)
 		m.Answer = []dns.RR{cfg.soa(apex)}
-		return m, resultAnswer
+		return m, resultAnswer, picked
 	case q.Qtype == dns.TypeNS && len(cfg.nameservers) > 0:
 		m := reply(r)
 		m.Answer = cfg.ns(apex)
-		return m, resultAnswer
+		return m, resultAnswer, picked
 	}
-	return cfg.negative(r, dns.RcodeSuccess, apex), resultNoData
+	return cfg.negative(r, dns.RcodeSuccess, apex), resultNoData, picked
 }
 
 // relayAnswer builds the answer for A, AAAA or AMTRELAY at a known source whose relays are the
-// given indices, in precedence order.
-func (cfg *config) relayAnswer(r *dns.Msg, relays []int, apex string, h *healthSnapshot) (*dns.Msg, result) {
+// given indices, in precedence order: the serving relays' endpoints, or, when none serves, what
+// the all_down policy says. A drained relay is in no answer.
+func (cfg *config) relayAnswer(r *dns.Msg, relays []int, apex string, v *view, eps []*endpoint) (*dns.Msg, result, []*endpoint) {
 	qtype := r.Question[0].Qtype
 	res := resultAnswer
-	if !h.anyUp(relays) {
+	if !v.relayServingAny(relays) {
 		res = resultAllDown
 		switch cfg.allDown {
 		case allDownNoData:
@@ -126,17 +128,19 @@ func (cfg *config) relayAnswer(r *dns.Msg, relays []int, apex string, h *healthS
 			// without a relay after another network has taken over.
 			m := cfg.negative(r, dns.RcodeSuccess, apex)
 			m.Ns[0].Header().Ttl = 0
-			return m, res
+			return m, res, eps
 		case allDownServFail:
-			return nil, res
+			return nil, res, eps
 		}
 	}
 
-	var picked [16]*endpoint
-	eps := picked[:0]
+	first := len(eps)
 	for _, i := range relays {
+		if v.admin.of(i) == adminDrain {
+			continue
+		}
 		for _, e := range cfg.relays[i].endpoints {
-			if res == resultAnswer && !h.endpointUp[e.id] {
+			if res == resultAnswer && !v.serving[e.id] {
 				continue
 			}
 			if qtype == dns.TypeA && !e.addr.Is4() || qtype == dns.TypeAAAA && !e.addr.Is6() {
@@ -145,31 +149,32 @@ func (cfg *config) relayAnswer(r *dns.Msg, relays []int, apex string, h *healthS
 			eps = append(eps, e)
 		}
 	}
-	if len(eps) == 0 {
+	if len(eps) == first {
 		if res == resultAnswer {
 			res = resultNoData
 		}
-		return cfg.negative(r, dns.RcodeSuccess, apex), res
+		return cfg.negative(r, dns.RcodeSuccess, apex), res, eps
 	}
 
 	m := reply(r)
 	hdr := dns.RR_Header{Name: r.Question[0].Name, Rrtype: qtype, Class: dns.ClassINET, Ttl: cfg.ttl}
-	m.Answer = make([]dns.RR, len(eps))
+	mine := eps[first:]
+	m.Answer = make([]dns.RR, len(mine))
 	if qtype == dns.TypeAMTRELAY {
-		for i, e := range eps {
+		for i, e := range mine {
 			m.Answer[i] = &dns.RFC3597{Hdr: hdr, Rdata: e.rdata}
 		}
-		return m, res
+		return m, res, eps
 	}
-	rotateWithinPrecedence(eps)
-	for i, e := range eps {
+	rotateWithinPrecedence(mine)
+	for i, e := range mine {
 		if qtype == dns.TypeA {
 			m.Answer[i] = &dns.A{Hdr: hdr, A: e.ip}
 		} else {
 			m.Answer[i] = &dns.AAAA{Hdr: hdr, AAAA: e.ip}
 		}
 	}
-	return m, res
+	return m, res, eps
 }
 
 // rotateWithinPrecedence rotates each run of equal precedence by a random offset, so that resolvers

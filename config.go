@@ -26,10 +26,13 @@ type config struct {
 	inline      []table.Override // the source lines, to lay over a sources file
 	inlineTable *table.Table     // the source lines alone, the table without a sources file
 	sources     sourcesConfig
+	admin       adminConfig
 	health      healthCheck
 	allDown     allDownPolicy
 	fall        fall.F
-	serial      uint32 // SOA serial, new on every config load
+	// shutdownGrace: how long the plugin keeps answering, not ready, before a shutdown goes on.
+	shutdownGrace time.Duration
+	serial        uint32 // SOA serial, new on every config load
 }
 
 // relayIndex resolves a relay name, for the sources file.
@@ -124,6 +127,9 @@ const (
 	defaultTTL           = 30
 	defaultLabel         = "amt"
 	defaultSourcesReload = 5 * time.Second
+
+	// Longer than any route withdrawal should take; a typo of minutes would hold a shutdown.
+	maxShutdownGrace = 5 * time.Minute
 
 	// A relay probed more often than this is being attacked by its own DNS; a shorter timeout
 	// would fail on ordinary scheduling delays.

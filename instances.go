@@ -3,12 +3,24 @@ package amtrelay
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // generation is one caddy instance, as its amtrelay blocks know it: a token they share through
-// the instance's storage. The instances of one Corefile load are one generation. (Not an empty
-// struct: pointers to distinct zero-size values may compare equal.)
-type generation struct{ _ byte }
+// the instance's storage. The instances of one Corefile load are one generation.
+type generation struct {
+	leavingSince atomic.Int64 // Unix ns when its final shutdown began, 0 before
+}
+
+// leaving reports whether g's final shutdown has begun.
+func (g *generation) leaving() bool { return g.leavingSince.Load() != 0 }
+
+// leave marks the start of g's final shutdown, once, and returns when it began.
+func (g *generation) leave() time.Time {
+	g.leavingSince.CompareAndSwap(0, time.Now().UnixNano())
+	return time.Unix(0, g.leavingSince.Load())
+}
 
 // instances is the process-wide register of running instances. Caddy runs a new instance's
 // OnStartup before the old instance's OnShutdown, and discards a new instance whose servers fail
@@ -55,6 +67,14 @@ func restartFailed(g *generation) (discarded []*AMTRelay) {
 		instances.restarting, instances.newcomers = nil, nil
 	}
 	return discarded
+}
+
+// restartingNow reports whether a restart of g is in progress: g's OnShutdown then is that of a
+// generation being replaced, not a final shutdown.
+func restartingNow(g *generation) bool {
+	instances.Lock()
+	defer instances.Unlock()
+	return instances.restarting == g
 }
 
 // register records a as running, and returns the other running instances, newest first.

@@ -3,6 +3,7 @@ package amtrelay
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // lifecycle owns the background work of one instance: one context and one WaitGroup, started
@@ -59,12 +60,36 @@ func (a *AMTRelay) start() error {
 				a.sources.watch(ctx)
 			}()
 		}
+		if a.admin != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.admin.watch(ctx)
+			}()
+		}
 	})
 	return nil
 }
 
-// stop is the OnShutdown hook, and what a failed reload does to the instances it discards. It
-// returns no error: one from an OnShutdown hook would stop caddy from running the others.
+// shutdown is the OnShutdown hook. In a final shutdown (SIGTERM) with a grace period, every block
+// of the Corefile turns unready at once, so that the anycast route is withdrawn, and keeps
+// answering until the grace period is over: caddy stops the servers only after the hooks return.
+// In a Corefile reload caddy has stopped the old servers before this hook: there is nothing to
+// wait for.
+func (a *AMTRelay) shutdown() error {
+	if grace := a.cfg.shutdownGrace; grace > 0 && !restartingNow(a.gen) {
+		began := a.gen.leave()
+		if wait := time.Until(began.Add(grace)); wait > 0 {
+			log.Infof("Shutting down: not ready, answering for %v more", wait.Round(time.Millisecond))
+			time.Sleep(wait)
+		}
+	}
+	return a.stop()
+}
+
+// stop ends the instance's background work at once: the end of shutdown, and what a failed reload
+// does to the instances it discards. It returns no error: one from an OnShutdown hook would stop
+// caddy from running the others.
 func (a *AMTRelay) stop() error {
 	if !a.life.stop() {
 		return nil

@@ -3,6 +3,7 @@ package amtrelay
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"runtime"
 	"slices"
 	"strings"
@@ -216,4 +217,59 @@ func TestRestartOrphans(t *testing.T) {
 	if got := restartFailed(live.gen); len(got) != 0 {
 		t.Errorf("The restart handed out %d instances to stop", len(got))
 	}
+}
+
+// A shutdown with shutdown_grace: not ready at once, answering until the grace period is over, and
+// only then do the servers stop. A Corefile reload does not wait.
+func TestShutdownGrace(t *testing.T) {
+	readyAddr := freePort(t)
+	corefile := fmt.Sprintf(`in-addr.arpa:0 {
+	bind 127.0.0.1
+	ready %s {
+		monitor continuously
+	}
+	amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+		health_check off
+		shutdown_grace 1500ms
+	}
+}
+`, readyAddr)
+	s := startServer(t, corefile)
+	expectReady(t, readyAddr, http.StatusOK)
+
+	start := time.Now()
+	s.reload(t, strings.Replace(corefile, "192.0.2.1", "192.0.2.9", 1))
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("The reload took %v: it waited for the grace period", took)
+	}
+	expectAddresses(t, s, "192.0.2.9")
+	expectReady(t, readyAddr, http.StatusOK)
+
+	done := make(chan time.Duration, 1)
+	start = time.Now()
+	inst := s.inst
+	go func() {
+		inst.ShutdownCallbacks()
+		done <- time.Since(start)
+	}()
+	expectReady(t, readyAddr, http.StatusServiceUnavailable)
+	notReadyAfter := time.Since(start)
+	answered := 0
+	for time.Since(start) < time.Second {
+		if got := addresses(t, s); got != "192.0.2.9" {
+			t.Fatalf("During the grace period: %s", got)
+		}
+		answered++
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := <-done
+	t.Logf("Not ready after %v, %d answers during the grace period, hooks returned after %v", notReadyAfter, answered, took)
+	if took < 1500*time.Millisecond {
+		t.Errorf("The shutdown hooks returned after %v, before the grace period", took)
+	}
+	inst.Stop()
+	inst.Wait()
+	s.inst = nil
 }

@@ -39,6 +39,13 @@ var (
 		Buckets:   plugin.TimeBuckets,
 	}, []string{"relay"})
 
+	relayAnswers = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "relay_answers_total",
+		Help:      "Answers that included the relay, by any of its addresses or names.",
+	}, []string{"relay"})
+
 	tableReloads = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: pluginName,
@@ -59,6 +66,7 @@ func typeLabel(qtype uint16) string {
 func deleteRelaySeries(relay string) {
 	labels := prometheus.Labels{"relay": relay}
 	relayTransitions.DeletePartialMatch(labels)
+	relayAnswers.DeletePartialMatch(labels)
 	probesTotal.DeletePartialMatch(labels)
 	probeDuration.DeletePartialMatch(labels)
 }
@@ -77,6 +85,8 @@ var (
 		"1 while at least one address of the relay passes its health check, else 0.", []string{"relay"}, nil)
 	sourcesDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "sources"),
 		"Source prefixes in the connectivity tables in service, inline and from sources files.", nil, nil)
+	adminStateDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "relay_admin_state"),
+		"1 for the admin state the relay is in: auto (follows its probes), drain, down or up.", []string{"relay", "state"}, nil)
 	lastReloadDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "table_last_reload_timestamp_seconds"),
 		"Unix time of the last successful load of a sources file, start-up included.", nil, nil)
 )
@@ -85,6 +95,7 @@ func init() { prometheus.MustRegister(stateCollector{}) }
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- relayUpDesc
+	ch <- adminStateDesc
 	ch <- sourcesDesc
 	ch <- lastReloadDesc
 }
@@ -96,11 +107,13 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	// Several blocks may name the same relay; the newest says.
 	up := map[string]bool{}
+	admin := map[string]adminMode{}
 	prefixes, lastLoad := 0, int64(0)
 	for _, a := range cur {
 		v := a.view.load()
 		for _, r := range a.cfg.relays {
 			up[r.name] = v.health.relayUp[r.index]
+			admin[r.name] = v.admin.of(r.index)
 		}
 		prefixes += v.sources.Len4() + v.sources.Len6()
 		if a.sources != nil {
@@ -113,6 +126,15 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 			value = 1
 		}
 		ch <- prometheus.MustNewConstMetric(relayUpDesc, prometheus.GaugeValue, value, name)
+	}
+	for name, mode := range admin {
+		for m := range numAdminModes {
+			value := 0.0
+			if m == mode {
+				value = 1
+			}
+			ch <- prometheus.MustNewConstMetric(adminStateDesc, prometheus.GaugeValue, value, name, m.String())
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(sourcesDesc, prometheus.GaugeValue, float64(prefixes))
 	if lastLoad > 0 {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -111,5 +112,23 @@ func TestStateGauges(t *testing.T) {
 	}
 	if v, ok := series(t, "coredns_amtrelay_sources")[""]; ok {
 		t.Errorf("sources after stop: %v, want no series", v)
+	}
+}
+
+// relay_answers_total counts the answers that included each relay, once per answer.
+func TestRelayAnswersCounted(t *testing.T) {
+	a := newTestPlugin(t, answerBlock)
+	count := func(relay string) float64 { return series(t, "coredns_amtrelay_relay_answers_total")["relay="+relay] }
+	before := map[string]float64{}
+	for _, r := range []string{"v4a", "dual", "named", "v6only"} {
+		before[r] = count(r)
+	}
+	serve(t, a, question(apexS, dns.TypeAMTRELAY)) // v4a v4b dual (2 records) named
+	serve(t, a, question(apexS, dns.TypeA))        // v4a v4b dual
+	serve(t, a, question(apexS, dns.TypeTXT))      // NODATA: none
+	for relay, want := range map[string]float64{"v4a": 2, "dual": 2, "named": 1, "v6only": 0} {
+		if got := count(relay) - before[relay]; got != want {
+			t.Errorf("relay_answers_total{%s} grew by %v, want %v", relay, got, want)
+		}
 	}
 }

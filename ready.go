@@ -2,10 +2,12 @@ package amtrelay
 
 // Ready implements the ready plugin's Readiness interface. The server is ready once every relay
 // address has had its first probe (or carried its state over a Corefile reload) and at least one
-// relay passes: an AMT DNS whose relays are all dead should stop attracting anycast traffic
-// (`ready { monitor continuously }` feeding the route announcement), so that routing takes gateways
-// to a network that can serve them. With health checks off every relay counts as up at once.
+// relay serves, neither failing its probes nor drained or forced down: an AMT DNS that cannot serve
+// should stop attracting anycast traffic (`ready { monitor continuously }` feeding the route
+// announcement), so that routing takes gateways to a network that can. With health checks off
+// every relay counts as up at once. From the start of a shutdown with a grace period on, it is not
+// ready.
 func (a *AMTRelay) Ready() bool {
-	h := a.view.load().health
-	return h.observed && h.relaysUp > 0
+	v := a.view.load()
+	return v.health.observed && v.relaysUp > 0 && !a.gen.leaving()
 }

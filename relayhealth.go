@@ -17,16 +17,6 @@ type healthSnapshot struct {
 	observed bool
 }
 
-// anyUp reports whether any of the relays (indices) is up.
-func (h *healthSnapshot) anyUp(relays []int) bool {
-	for _, i := range relays {
-		if h.relayUp[i] {
-			return true
-		}
-	}
-	return false
-}
-
 // relayHealth is the one owner of relay health in an instance: the hysteresis state of every
 // endpoint, which relays that makes up, and the transitions.
 // Probes report to it; after every change it publishes a new healthSnapshot, so that a query

@@ -82,7 +82,7 @@ func TestFlappingNeverAnswersEmpty(t *testing.T) {
 	q := question(apexS, dns.TypeA)
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
-		m, _ := a.cfg.answer(q, "in-addr.arpa.", a.view.load())
+		m, _, _ := a.cfg.answer(q, "in-addr.arpa.", a.view.load(), nil)
 		answers.Add(1)
 		if m == nil || len(m.Answer) == 0 {
 			empty.Add(1)

@@ -41,7 +41,7 @@ func setup(c *caddy.Controller) error {
 		return nil
 	})
 	c.OnStartup(a.start)
-	c.OnShutdown(a.stop)
+	c.OnShutdown(a.shutdown)
 	// These two run on the instance being replaced by a Corefile reload: a failed reload discards
 	// the new instances without their OnShutdown, so this one stops what they started.
 	c.OnRestart(func() error {
@@ -225,6 +225,22 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 			cfg.allDown = p
 		case "fallthrough":
 			cfg.fall.SetZonesFromArgs(c.RemainingArgs())
+		case "admin":
+			ac, err := parseAdmin(c)
+			if err != nil {
+				return nil, err
+			}
+			cfg.admin = ac
+		case "shutdown_grace":
+			s, err := singleArg(c)
+			if err != nil {
+				return nil, err
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d < 0 || d > maxShutdownGrace {
+				return nil, c.Errf("shutdown_grace %q: want a duration from 0 to %v", s, maxShutdownGrace)
+			}
+			cfg.shutdownGrace = d
 		default:
 			return nil, c.Errf("unknown property %q", prop)
 		}
@@ -295,18 +311,14 @@ func (cfg *config) parseSourceLines(sources []sourceLine) error {
 	return err
 }
 
-// parseSources reads `sources FILE [reload DURATION] [max_size SIZE]`. A relative FILE is taken
-// relative to the root plugin's directory, as hosts and file do.
+// parseSources reads `sources FILE [reload DURATION] [max_size SIZE]`.
 func parseSources(c *caddy.Controller) (sourcesConfig, error) {
 	sc := sourcesConfig{reload: defaultSourcesReload, maxSize: table.DefaultMaxSize, corefile: c.File(), line: c.Line()}
 	args := c.RemainingArgs()
 	if len(args) == 0 {
 		return sc, c.ArgErr()
 	}
-	sc.path = args[0]
-	if root := dnsserver.GetConfig(c).Root; !filepath.IsAbs(sc.path) && root != "" {
-		sc.path = filepath.Join(root, sc.path)
-	}
+	sc.path = resolvePath(c, args[0])
 	seen := map[string]bool{}
 	for i := 1; i < len(args); i += 2 {
 		opt := args[i]
@@ -346,6 +358,34 @@ func parseSources(c *caddy.Controller) (sourcesConfig, error) {
 		}
 	}
 	return sc, nil
+}
+
+// parseAdmin reads `admin FILE [reload DURATION]`.
+func parseAdmin(c *caddy.Controller) (adminConfig, error) {
+	ac := adminConfig{reload: defaultAdminReload, corefile: c.File(), line: c.Line()}
+	args := c.RemainingArgs()
+	switch {
+	case len(args) != 1 && len(args) != 3:
+		return ac, c.ArgErr()
+	case len(args) == 3 && args[1] != "reload":
+		return ac, c.Errf("admin: unknown option %q", args[1])
+	case len(args) == 3:
+		d, err := durationAtLeast(args[2], table.SettleTime)
+		if err != nil {
+			return ac, c.Errf("admin: reload: %v", err)
+		}
+		ac.reload = d
+	}
+	ac.path = resolvePath(c, args[0])
+	return ac, nil
+}
+
+// resolvePath takes a relative path relative to the root plugin's directory, as hosts and file do.
+func resolvePath(c *caddy.Controller, path string) string {
+	if root := dnsserver.GetConfig(c).Root; !filepath.IsAbs(path) && root != "" {
+		return filepath.Join(root, path)
+	}
+	return path
 }
 
 // parseSize reads a positive number of bytes with an optional K, M or G suffix (powers of 1024).

@@ -7,21 +7,38 @@ import (
 	"github.com/amtdns/amtrelay/table"
 )
 
-// view is what a query reads, with one atomic load: the connectivity table and the relay health of
-// one moment. Both parts are immutable; a change to either publishes a new view.
+// view is what a query reads, with one atomic load: the connectivity table, the relay health and
+// the admin modes of one moment, and what they make of each relay. Every part is immutable; a
+// change to any publishes a new view.
 type view struct {
 	sources *table.Table
 	health  *healthSnapshot
+	admin   adminModes
+
+	// Derived from health and admin when the view is made.
+	serving      []bool // by endpoint id: up (by its probes, or forced) and its relay not drained
+	relayServing []bool // by relay index: some endpoint is serving
+	relaysUp     int    // relays serving
+}
+
+// relayServingAny reports whether any of the relays (indices) is serving.
+func (v *view) relayServingAny(relays []int) bool {
+	for _, i := range relays {
+		if v.relayServing[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // viewPublisher joins the parts of the view as their owners publish them: the sources provider
-// its tables, relayHealth its snapshots.
+// its tables, relayHealth its snapshots, the admin file its modes.
 type viewPublisher struct {
+	cfg     *config
 	current atomic.Pointer[view]
 
-	mu      sync.Mutex // orders the stores, so that a part is never replaced by an older one
-	sources *table.Table
-	health  *healthSnapshot
+	mu   sync.Mutex // orders the stores, so that a part is never replaced by an older one
+	next view
 }
 
 func (p *viewPublisher) load() *view { return p.current.Load() }
@@ -29,13 +46,44 @@ func (p *viewPublisher) load() *view { return p.current.Load() }
 func (p *viewPublisher) setSources(t *table.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.sources = t
-	p.current.Store(&view{sources: t, health: p.health})
+	p.next.sources = t
+	p.store()
 }
 
 func (p *viewPublisher) setHealth(h *healthSnapshot) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.health = h
-	p.current.Store(&view{sources: p.sources, health: h})
+	p.next.health = h
+	p.store()
+}
+
+func (p *viewPublisher) setAdmin(m adminModes) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next.admin = m
+	p.store()
+}
+
+// store derives what the parts make of each relay and publishes a copy; the caller holds mu.
+func (p *viewPublisher) store() {
+	v := p.next // the parts are shared, never written
+	if v.health != nil {
+		v.serving = make([]bool, len(p.cfg.endpoints))
+		v.relayServing = make([]bool, len(p.cfg.relays))
+		for _, e := range p.cfg.endpoints {
+			up := false
+			switch v.admin.of(e.relay.index) {
+			case adminAuto:
+				up = v.health.endpointUp[e.id]
+			case adminUp:
+				up = true
+			}
+			v.serving[e.id] = up
+			if up && !v.relayServing[e.relay.index] {
+				v.relayServing[e.relay.index] = true
+				v.relaysUp++
+			}
+		}
+	}
+	p.current.Store(&v)
 }

@@ -101,6 +101,12 @@ func ParseFile(ctx context.Context, text, name string, resolve func(relay string
 		return fp.b, nil
 	}
 	slices.SortStableFunc(errs, func(a, b *LineError) int { return a.At.Line - b.At.Line })
+	return nil, joinLineErrors(errs, dropped, name)
+}
+
+// joinLineErrors makes one error of the first maxReported errs, in line
+// order, and says how many more there are.
+func joinLineErrors(errs []*LineError, dropped int, name string) error {
 	if len(errs) > maxReported {
 		dropped += len(errs) - maxReported
 		errs = errs[:maxReported]
@@ -112,7 +118,48 @@ func ParseFile(ctx context.Context, text, name string, resolve func(relay string
 	if dropped > 0 {
 		joined = append(joined, fmt.Errorf("%s: %d more errors not shown", name, dropped))
 	}
-	return nil, errors.Join(joined...)
+	return errors.Join(joined...)
+}
+
+// ReadFields reads text in the line format of a sources file (fields
+// separated by spaces or tabs, "#" starting a comment, blank lines
+// ignored, CRLF accepted, no control characters, lines of at most 4096
+// bytes) for a file of another kind: it calls fn with the fields of each
+// line that has any, in order. Problems of the format and errors fn returns
+// are reported as ParseFile reports its own: the first ten, each a
+// *LineError naming name and the line, and how many more there are.
+func ReadFields(text, name string, fn func(fields []string) error) error {
+	var (
+		errs    []*LineError
+		dropped int
+		spans   []span
+		fields  []string
+	)
+	for off, lineNo := 0, 1; off < len(text); lineNo++ {
+		var ln fileLine
+		ln, off = lineAt(text, off)
+		line := ln.text()
+		var err error
+		if spans, err = tokenize(line, spans[:0]); err == nil && len(spans) > 0 {
+			fields = fields[:0]
+			for _, sp := range spans {
+				fields = append(fields, line[sp.start:sp.end])
+			}
+			err = fn(fields)
+		}
+		if err == nil {
+			continue
+		}
+		if len(errs) < maxReported {
+			errs = append(errs, &LineError{At: Origin{File: name, Line: lineNo}, Err: err})
+		} else {
+			dropped++
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return joinLineErrors(errs, dropped, name)
 }
 
 // fileParser keeps ParseFile's buffers between lines, so that a valid line
@@ -156,7 +203,7 @@ func (fp *fileParser) prefix(raw string) (p netip.Prefix, ok bool, err error) {
 	}
 	pfx := raw[sp[0].start:sp[0].end]
 	if p, err = ParsePrefix(pfx); err != nil {
-		return p, false, fmt.Errorf("bad prefix %s: %w", quote(pfx), err)
+		return p, false, fmt.Errorf("bad prefix %s: %w", Quote(pfx), err)
 	}
 	return p, true, nil
 }
@@ -181,7 +228,7 @@ func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, er
 			idx, known := fp.resolve(n)
 			if !known {
 				fp.relays = rs
-				return p, 0, false, fmt.Errorf("unknown relay %s", quote(n))
+				return p, 0, false, fmt.Errorf("unknown relay %s", Quote(n))
 			}
 			rs = append(rs, idx)
 		}
@@ -196,10 +243,10 @@ func (fp *fileParser) parse(raw string) (p netip.Prefix, set uint32, ok bool, er
 	return p, set, true, nil
 }
 
-// quote quotes a field of the file for a message, as %q does, or, when it
+// Quote quotes a field of a file for a message, as %q does, or, when it
 // is longer than maxQuoted, its start and its whole length:
 // "10.0.0.0/8xxx"... (4096 bytes).
-func quote(s string) string {
+func Quote(s string) string {
 	if len(s) <= maxQuoted {
 		return strconv.Quote(s)
 	}

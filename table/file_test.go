@@ -221,8 +221,8 @@ func TestQuote(t *testing.T) {
 		{at80[3:] + "€x", strconv.Quote(at80[3:]+"€") + "... (81 bytes)"},
 	}
 	for _, tc := range tests {
-		if got := quote(tc.in); got != tc.want {
-			t.Errorf("quote(%.20q) = %s, want %s", tc.in, got, tc.want)
+		if got := Quote(tc.in); got != tc.want {
+			t.Errorf("Quote(%.20q) = %s, want %s", tc.in, got, tc.want)
 		}
 	}
 }
@@ -424,5 +424,37 @@ func TestParseFileDuplicates(t *testing.T) {
 	if len(lines) != maxReported+1 || lines[0] != "f:6: 10.0.0.0/16: duplicate, first at line 1" ||
 		lines[maxReported] != "f: 15 more errors not shown" {
 		t.Errorf("25 duplicates: %v", err)
+	}
+}
+
+func TestReadFields(t *testing.T) {
+	text := "# header\nr1 drain\r\n\n  r2\tdown  # why\nbad\x01line\n" + strings.Repeat("x y z\n", 12)
+	var got []string
+	err := ReadFields(text, "admin.txt", func(f []string) error {
+		if len(f) == 3 {
+			return fmt.Errorf("three fields: %s", Quote(f[2]))
+		}
+		got = append(got, strings.Join(f, "|"))
+		return nil
+	})
+	if want := "r1|drain r2|down"; strings.Join(got, " ") != want {
+		t.Errorf("Fields %q, want %q", strings.Join(got, " "), want)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"admin.txt:5: control character 0x01 at column 4",
+		`admin.txt:6: three fields: "z"`,
+		`admin.txt:14: three fields: "z"`,
+		"admin.txt: 3 more errors not shown",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("Error %q lacks %q", msg, want)
+		}
+	}
+	if n := strings.Count(msg, "\n") + 1; n != 11 {
+		t.Errorf("Error has %d lines, want 10 errors and the count", n)
+	}
+	if err := ReadFields("# nothing\n\n", "empty", func([]string) error { t.Error("Called for no fields"); return nil }); err != nil {
+		t.Errorf("Comment-only text: %v", err)
 	}
 }
