@@ -1,9 +1,3 @@
-// Package amt implements the RFC 7450 (Automatic Multicast Tunneling)
-// messages, gateway and relay side: encoders and parsers for Relay
-// Discovery, Relay Advertisement, Request, Membership Query, Membership
-// Update (with its IGMPv3 or MLDv2 report), Multicast Data and Teardown;
-// and Probe, which health-checks a relay with Discovery alone, taking none
-// of its tunnel state.
 package amt
 
 import (
