@@ -34,7 +34,7 @@ type dataSockets struct {
 func openData(ifname string, port uint16) (*dataSockets, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("amttest: data interface: %w", err)
+		return nil, fmt.Errorf("amttest: data interface %q: %w", ifname, err)
 	}
 	// SO_REUSEADDR lets several Responders in one process (one per relay
 	// address) each have a data socket on the port; the kernel gives each
