@@ -552,7 +552,11 @@ func (r *tunnelRun) tick(now time.Time) {
 		if r.waiting == awaitNothing && !now.Before(r.next) {
 			r.sendRequest(now)
 		}
-		if r.state() == TunnelEstablished && !now.Before(r.nextRefresh) {
+		// While a Query is awaited the refresh waits for its MAC: the
+		// Request and the refresh fall due together, and relays that keep
+		// only the latest nonce (the Linux driver) would drop joins with
+		// the old one. If the Query does not come, missed() ends the wait.
+		if r.state() == TunnelEstablished && r.waiting != awaitQuery && !now.Before(r.nextRefresh) {
 			r.refreshJoins(now)
 		}
 	case TunnelLimited:
@@ -566,11 +570,7 @@ func (r *tunnelRun) tick(now time.Time) {
 // wake is when tick next has something to do.
 func (r *tunnelRun) wake() time.Time {
 	if r.waiting != awaitNothing {
-		w := r.deadline
-		if r.state() == TunnelEstablished && r.nextRefresh.Before(w) {
-			w = r.nextRefresh
-		}
-		return w
+		return r.deadline // the refresh waits for the Query, see tick
 	}
 	switch r.state() {
 	case TunnelEstablished:

@@ -470,3 +470,51 @@ func TestTunnelStateString(t *testing.T) {
 		}
 	}
 }
+
+func TestTunnelRefreshWaitsForTheNewQuery(t *testing.T) {
+	// A relay that answers Requests slowly, and keeps only the latest
+	// nonce as the Linux driver does: every Update must carry the nonce of
+	// the latest Request, so the refresh that falls due with a Request has
+	// to wait for its Query.
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	var mu sync.Mutex
+	var updates, stale int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		var latest uint32
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if nonce, err := amt.ParseDiscovery(buf[:n]); err == nil {
+				conn.WriteToUDPAddrPort(amt.AppendAdvertisement(nil, nonce, addr4), from)
+			} else if nonce, _, err := amt.ParseRequest(buf[:n]); err == nil {
+				latest = nonce
+				time.Sleep(100 * time.Millisecond)
+				conn.WriteToUDPAddrPort(amt.AppendQuery(nil, amt.Query{Nonce: nonce, QRV: 2, QQI: time.Second}), from)
+			} else if u, err := amt.ParseUpdate(buf[:n]); err == nil {
+				mu.Lock()
+				updates++
+				if u.Nonce != latest {
+					stale++
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	runTunnel(t, addr, amt.TunnelOptions{Refresh: 150 * time.Millisecond, ReplyTimeout: 5 * time.Second}, chS, chG)
+	waitUntil(t, "five Updates", func() bool { mu.Lock(); defer mu.Unlock(); return updates >= 5 })
+	mu.Lock()
+	defer mu.Unlock()
+	if stale != 0 {
+		t.Errorf("%d of %d Updates carried a nonce older than the latest Request", stale, updates)
+	}
+}
