@@ -303,16 +303,16 @@ func (r *Responder) handle(b []byte, from netip.AddrPort) {
 		return
 	}
 	mode := Mode(r.mode.Load())
-	switch b[0] {
-	case 1:
+	switch b[0] { // version 0, so the byte is the message type
+	case 1: // Relay Discovery
 		r.handleDiscovery(b, from, mode)
-	case 3:
+	case 3: // Request
 		r.handleRequest(b, from, mode)
-	case 5:
+	case 5: // Membership Update
 		if mode != Silent {
 			r.handleUpdate(b, from)
 		}
-	case 7:
+	case 7: // Teardown
 		if mode != Silent {
 			r.handleTeardown(b)
 		}
