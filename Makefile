@@ -31,6 +31,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./revname
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAdvertisement$$' -fuzztime $(FUZZTIME) ./amt
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDiscovery$$' -fuzztime $(FUZZTIME) ./amt
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./amt
+	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./amt
+	$(GO) test -run '^$$' -fuzz '^FuzzParseUpdate$$' -fuzztime $(FUZZTIME) ./amt
+	$(GO) test -run '^$$' -fuzz '^FuzzParseData$$' -fuzztime $(FUZZTIME) ./amt
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTeardown$$' -fuzztime $(FUZZTIME) ./amt
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./table
 	$(GO) test -run '^$$' -fuzz '^FuzzInZone$$' -fuzztime $(FUZZTIME) ./revname
 	$(GO) test -run '^$$' -fuzz '^FuzzDiffLines$$' -fuzztime $(FUZZTIME) ./table

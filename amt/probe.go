@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Result classifies the outcome of one Probe.
+// Result classifies the outcome of one Probe or Handshake.
 type Result uint8
 
 const (
@@ -33,6 +33,13 @@ const (
 	// ResultError: a local failure (socket, send, invalid target) or the
 	// context was canceled; see Reply.Err.
 	ResultError
+	// ResultLimit: a Handshake got a Membership Query with the L flag set:
+	// the relay is up but takes no new tunnels. RFC 8777 suggests a hold-
+	// down of about 10 minutes before trying such a relay again.
+	ResultLimit
+	// ResultNoQuery: a Handshake got its Relay Advertisement but no
+	// Membership Query, and nothing else either, in the remaining time.
+	ResultNoQuery
 )
 
 // String returns the name used as a metrics label value.
@@ -48,6 +55,10 @@ func (r Result) String() string {
 		return "bad_reply"
 	case ResultError:
 		return "error"
+	case ResultLimit:
+		return "limit"
+	case ResultNoQuery:
+		return "no_query"
 	}
 	return fmt.Sprintf("Result(%d)", uint8(r))
 }
@@ -115,48 +126,19 @@ func Probe(ctx context.Context, target netip.AddrPort, timeout time.Duration) Re
 		timeout = DefaultTimeout
 	}
 
-	network := "udp6"
-	if addr.Is4() {
-		network = "udp4"
-	}
-	// A nil local address means wildcard and ephemeral port without going
-	// through the resolver, which ListenConfig would do for a string.
-	conn, err := net.ListenUDP(network, nil)
+	conn, err := openSocket(addr)
 	if err != nil {
 		return Reply{Result: ResultError, Err: err}
 	}
 	defer conn.Close()
-	if err := setRecvErr(conn, addr.Is6()); err != nil {
-		return Reply{Result: ResultError, Err: err}
-	}
 
-	deadline := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	// The deadline must be in place before AfterFunc is armed, otherwise
-	// this call could overwrite the "now" deadline set by a cancellation
-	// that raced with it.
-	if err := conn.SetReadDeadline(deadline); err != nil {
+	// The deadline must be in place before the context is watched,
+	// otherwise this call could overwrite the past deadline set by a
+	// cancellation that raced with it.
+	if err := conn.SetReadDeadline(budgetDeadline(ctx, timeout)); err != nil {
 		return Reply{Result: ResultError, Err: err}
 	}
-	if ctx.Done() != nil {
-		var wg sync.WaitGroup
-		wg.Add(1)
-		stop := context.AfterFunc(ctx, func() {
-			defer wg.Done()
-			// A deadline in the past wakes the blocked read at once.
-			_ = conn.SetReadDeadline(time.Unix(1, 0))
-		})
-		defer func() {
-			// If the callback has already been started it may still be
-			// running; wait so that no goroutine outlives the probe.
-			if stop() {
-				wg.Done()
-			}
-			wg.Wait()
-		}()
-	}
+	defer wakeOnDone(ctx, conn)()
 
 	nonce := newNonce()
 	var buf [readBufLen]byte
@@ -197,6 +179,61 @@ func Probe(ctx context.Context, target netip.AddrPort, timeout time.Duration) Re
 		return Reply{Result: ResultBadReply, Ignored: ignored}
 	}
 	return Reply{Result: ResultTimeout}
+}
+
+// openSocket opens the unconnected UDP socket of one exchange with a relay
+// at addr: wildcard address, ephemeral port, the family of addr, and ICMP
+// errors reported (setRecvErr) so that a closed port reads as refused.
+func openSocket(addr netip.Addr) (*net.UDPConn, error) {
+	network := "udp6"
+	if addr.Is4() {
+		network = "udp4"
+	}
+	// A nil local address means wildcard and ephemeral port without going
+	// through the resolver, which ListenConfig would do for a string.
+	conn, err := net.ListenUDP(network, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := setRecvErr(conn, addr.Is6()); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// budgetDeadline is now plus timeout, or the context's deadline if sooner.
+func budgetDeadline(ctx context.Context, timeout time.Duration) time.Time {
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return deadline
+}
+
+// wakeOnDone makes a read blocked on conn return as soon as ctx is done,
+// by moving the read deadline into the past. Callers that set deadlines
+// themselves must check ctx.Err() after each SetReadDeadline and before
+// reading, or a cancellation between the two would be overwritten. The
+// returned function stops watching and waits for a callback that has
+// already started, so that no goroutine outlives the caller.
+func wakeOnDone(ctx context.Context, conn *net.UDPConn) (stop func()) {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	stopWatch := context.AfterFunc(ctx, func() {
+		defer wg.Done()
+		// A deadline in the past wakes the blocked read at once.
+		_ = conn.SetReadDeadline(time.Unix(1, 0))
+	})
+	return func() {
+		if stopWatch() {
+			wg.Done()
+		}
+		wg.Wait()
+	}
 }
 
 // errorReply maps a socket error to a Reply. ECONNREFUSED can only come from

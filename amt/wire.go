@@ -1,11 +1,3 @@
-// Package amt implements the two RFC 7450 (Automatic Multicast Tunneling)
-// messages needed to health-check an AMT relay without taking any of its
-// tunnel state: Relay Discovery and Relay Advertisement, plus Probe, which
-// sends one and waits for the other.
-//
-// Request/Membership Query probing is deliberately absent: some relays (the
-// Linux amt driver) allocate a tunnel per Request, so probing with it would
-// consume relay resources.
 package amt
 
 import (
@@ -21,6 +13,11 @@ const Port = 2268
 const (
 	typeDiscovery     = 1
 	typeAdvertisement = 2
+	typeRequest       = 3
+	typeQuery         = 4
+	typeUpdate        = 5
+	typeData          = 6
+	typeTeardown      = 7
 )
 
 // Wire sizes. An Advertisement carries no address-family field: the family
@@ -29,6 +26,21 @@ const (
 	discoveryLen      = 8
 	advertisementLen4 = 12
 	advertisementLen6 = 24
+	requestLen        = 8
+	teardownLen       = 30
+	// macHeaderLen is the common head of Query and Update: type, flags or
+	// reserved, 48-bit MAC and 32-bit request nonce.
+	macHeaderLen = 12
+	// gatewayFieldsLen is the gateway port and 16-byte IP that end a Query
+	// with G set, and a Teardown.
+	gatewayFieldsLen = 18
+)
+
+// Flag bits of byte 1 (RFC 7450 figures; Wireshark and VLC agree).
+const (
+	flagP = 0x01 // Request: answer with an MLDv2 (IPv6) query
+	flagL = 0x02 // Query: the relay takes no new tunnels or joins
+	flagG = 0x01 // Query: gateway port and address follow the IP packet
 )
 
 // Sentinel errors returned (possibly wrapped) by the parsers.
@@ -40,9 +52,26 @@ var (
 	// ErrType: a well-formed header of a different message type.
 	ErrType = errors.New("amt: unexpected message type")
 	// ErrLength: an Advertisement that is neither 12 (IPv4) nor 24 (IPv6)
-	// bytes long.
+	// bytes long, or a Query, Update or Data message whose parts do not add
+	// up to its length.
 	ErrLength = errors.New("amt: bad message length")
+	// ErrInner: the IP packet carried by a Query, Update or Data message is
+	// malformed or not the kind the message must carry.
+	ErrInner = errors.New("amt: bad encapsulated packet")
+	// ErrChecksum: an encapsulated IGMP, MLD or IPv4 header checksum is
+	// wrong.
+	ErrChecksum = errors.New("amt: bad encapsulated checksum")
+	// ErrFamily: addresses of different families where one is needed, such
+	// as an IPv6 group in an IGMPv3 report.
+	ErrFamily = errors.New("amt: address family mismatch")
+	// ErrTooLarge: the message would not fit in one UDP datagram.
+	ErrTooLarge = errors.New("amt: message too large")
 )
+
+// MAC is the 48-bit Response MAC of RFC 7450 section 5.1.4.6. A relay
+// computes it over the gateway's address, port and request nonce with a
+// secret of its own; the gateway only echoes it in Updates and Teardowns.
+type MAC [6]byte
 
 // checkHeader validates byte 0. Version is checked before type so that a
 // future-version message is reported as such rather than as a type mismatch.
@@ -124,4 +153,95 @@ func ParseAdvertisement(b []byte) (nonce uint32, relay netip.Addr, err error) {
 		return 0, netip.Addr{}, ErrLength
 	}
 	return binary.BigEndian.Uint32(b[4:8]), relay, nil
+}
+
+// AppendRequest appends an 8-byte Request carrying nonce to b. With mld set
+// the P flag asks the relay for an MLDv2 (IPv6) query instead of an IGMPv3
+// (IPv4) one; relays may ignore it (amtrelayd answers with the family of its
+// data).
+func AppendRequest(b []byte, nonce uint32, mld bool) []byte {
+	var flags byte
+	if mld {
+		flags = flagP
+	}
+	b = append(b, typeRequest, flags, 0, 0)
+	return binary.BigEndian.AppendUint32(b, nonce)
+}
+
+// ParseRequest decodes a Request. As with ParseDiscovery, reserved bits are
+// ignored and trailing bytes allowed (amtrelayd accepts both; the Linux
+// driver drops reserved bits, which AppendRequest never sets).
+func ParseRequest(b []byte) (nonce uint32, mld bool, err error) {
+	if err := checkHeader(b, typeRequest); err != nil {
+		return 0, false, err
+	}
+	if len(b) < requestLen {
+		return 0, false, ErrShort
+	}
+	return binary.BigEndian.Uint32(b[4:8]), b[1]&flagP != 0, nil
+}
+
+// Teardown asks a relay to drop the tunnel of one gateway endpoint (RFC 7450
+// section 5.1.7). MAC and Nonce are those of the last Membership Query the
+// relay sent to that endpoint, and Gateway is the endpoint as the relay saw
+// it, which the gateway learns from a Query with the G flag.
+type Teardown struct {
+	MAC     MAC
+	Nonce   uint32
+	Gateway netip.AddrPort
+}
+
+// AppendTeardown appends the 30-byte Teardown t to b.
+func AppendTeardown(b []byte, t Teardown) []byte {
+	b = append(b, typeTeardown, 0)
+	b = append(b, t.MAC[:]...)
+	b = binary.BigEndian.AppendUint32(b, t.Nonce)
+	return appendGatewayFields(b, t.Gateway)
+}
+
+// ParseTeardown decodes a Teardown. Trailing bytes are allowed, as for the
+// other fixed-size gateway messages.
+func ParseTeardown(b []byte) (Teardown, error) {
+	if err := checkHeader(b, typeTeardown); err != nil {
+		return Teardown{}, err
+	}
+	if len(b) < teardownLen {
+		return Teardown{}, ErrShort
+	}
+	t := Teardown{Nonce: binary.BigEndian.Uint32(b[8:12]), Gateway: parseGatewayFields(b[12:30])}
+	copy(t.MAC[:], b[2:8])
+	return t, nil
+}
+
+// appendGatewayFields appends a port and a 16-byte address. RFC 7450 writes
+// an IPv4 gateway as an IPv4-compatible IPv6 address (96 zero bits, then the
+// IPv4 address); the zero AddrPort is written as all zeros.
+func appendGatewayFields(b []byte, gw netip.AddrPort) []byte {
+	b = binary.BigEndian.AppendUint16(b, gw.Port())
+	var a [16]byte
+	switch ip := gw.Addr(); {
+	case ip.Is4():
+		v4 := ip.As4()
+		copy(a[12:], v4[:])
+	case ip.Is6():
+		a = ip.As16()
+	}
+	return append(b, a[:]...)
+}
+
+// parseGatewayFields reads what appendGatewayFields writes. IPv4-mapped
+// addresses are read as IPv4 too, in case a relay uses the form every socket
+// API produces. An IPv4-compatible address in 0.0.0.0/8 is taken as IPv6
+// (::, ::1): no gateway can have such an IPv4 address, and the IPv6 loopback
+// must survive.
+func parseGatewayFields(b []byte) netip.AddrPort {
+	port := binary.BigEndian.Uint16(b[0:2])
+	a := netip.AddrFrom16([16]byte(b[2:18]))
+	if a.Is4In6() {
+		return netip.AddrPortFrom(a.Unmap(), port)
+	}
+	if [12]byte(b[2:14]) == ([12]byte{}) && b[14] != 0 {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[14:18])), port)
+	}
+	return netip.AddrPortFrom(a, port)
 }

@@ -179,6 +179,8 @@ func TestResultString(t *testing.T) {
 		ResultRefused:  "refused",
 		ResultBadReply: "bad_reply",
 		ResultError:    "error",
+		ResultLimit:    "limit",
+		ResultNoQuery:  "no_query",
 		Result(200):    "Result(200)",
 	}
 	for r, s := range want {

@@ -101,6 +101,10 @@ func TestModesWire(t *testing.T) {
 		{WrongType, "04000000123456787f000001", true},
 		{Short, "0200000012345678", true},
 		{OtherSource, "02000000123456787f000001", false},
+		// The new modes leave Discovery alone.
+		{RequestSilent, "02000000123456787f000001", true},
+		{Limit, "02000000123456787f000001", true},
+		{NoData, "02000000123456787f000001", true},
 	}
 	r := start(t, "127.0.0.1:0")
 	for _, tc := range tests {
@@ -149,7 +153,7 @@ func TestDropsInvalidDiscovery(t *testing.T) {
 		"0100000000000000",         // nonce 0: relays drop it
 		"01000000",                 // short
 		"1100000012345678",         // version 1
-		"03000000cafebabe",         // Request: not handled by a fake
+		"0300000000000000",         // Request with nonce 0: dropped
 		"02000000123456787f000001", // Advertisement
 		"",                         // empty datagram
 		"0100000012345678deadbeef", // trailing bytes: answered, like amtrelayd
@@ -261,7 +265,7 @@ func TestConcurrentControl(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := range 200 {
-			r.SetMode(Mode(i % 6))
+			r.SetMode(Mode(i % len(modeNames)))
 			r.SetAdvertised(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
 			_ = r.Discoveries()
 		}
@@ -291,7 +295,7 @@ func TestConcurrentControl(t *testing.T) {
 }
 
 func TestModeNames(t *testing.T) {
-	for m := Normal; m <= OtherSource; m++ {
+	for m := Normal; m <= NoData; m++ {
 		got, err := ParseMode(m.String())
 		if err != nil || got != m {
 			t.Errorf("ParseMode(%q) = %v, %v", m.String(), got, err)

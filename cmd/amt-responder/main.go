@@ -1,17 +1,40 @@
-// Command amt-responder is a test fixture for the end-to-end suite, not an
-// AMT relay: it answers RFC 7450 Relay Discovery with a Relay Advertisement
-// on each -listen address and does nothing else (no tunnels, no multicast).
-// It lets health probes be exercised inside network namespaces without
-// building a real relay.
+// Command amt-responder is a fixture AMT relay for the end-to-end suite,
+// built on package amttest: simple, but correct on the wire (RFC 7450). On
+// each -listen address it answers Relay Discovery with a Relay
+// Advertisement and Requests with Membership Queries, takes Membership
+// Updates (joins and leaves of (S,G) channels, kept per gateway IP address
+// and expiring like amtrelayd's) and Teardowns, and forwards multicast it
+// receives on -data-interface to the gateways joined to each channel, in
+// Multicast Data messages.
 //
 // Usage:
 //
 //	amt-responder -listen 100.64.1.10:2268 [-listen ADDR:PORT ...] [-advertise ADDR] [-mode MODE]
+//	    [-data-interface IF -data-port N] [-gateway-timeout D] [-qqic D] [-gateway-field]
 //
 // -advertise sets the relay address put in every Advertisement (default: the
-// listen address itself). -mode selects a misbehaviour of package amttest
-// (normal, silent, wrong_nonce, wrong_type, short, other_source).
-// It runs until SIGINT or SIGTERM and then exits 0; a failed bind exits 1.
+// listen address itself). -mode selects a misbehaviour of package amttest:
+// normal, silent, wrong_nonce, wrong_type, short, other_source,
+// request_silent (no Queries), limit (Queries with the L flag) or no_data
+// (joins taken, nothing forwarded).
+//
+// -data-interface and -data-port go together: while at least one gateway is
+// joined to (S,G), the responder joins (S,G) on that interface with a
+// source-specific membership (IGMPv3 or MLDv2) on UDP port -data-port, and
+// sends each datagram that arrives to the joined gateways with its IP and
+// UDP headers rebuilt. The sender must reach the interface without the
+// datagrams being dropped by reverse-path filtering. Joins, leaves and
+// their failures are logged. Joining needs no privileges beyond a socket.
+//
+// -gateway-timeout is how long a channel stays joined after the last Update
+// naming it (default 60s, as amtrelayd); -qqic the Querier's Query Interval
+// put in Queries, whole seconds from 1s to 31744s (default 20s, as
+// amtrelayd), which gateways use to pace their refreshes; -gateway-field
+// sets the G flag in Queries (gateway address and port appended), which
+// relays that take Teardowns send and amtrelayd does not.
+//
+// It runs until SIGINT or SIGTERM and then exits 0; a failed bind or an
+// unknown data interface exits 1, a usage error 2.
 package main
 
 import (
@@ -25,6 +48,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/amtdns/amtrelay/amt/amttest"
 )
@@ -53,7 +77,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	var listens listFlag
 	fs.Var(&listens, "listen", "`ADDR:PORT` to answer on (repeatable; IP literal, [v6]:port)")
 	advertise := fs.String("advertise", "", "relay `ADDR` to advertise (default: each listen address)")
-	modeName := fs.String("mode", "normal", "answer `MODE`: normal, silent, wrong_nonce, wrong_type, short, other_source")
+	modeName := fs.String("mode", "normal", "`MODE`: normal, silent, wrong_nonce, wrong_type, short, other_source, request_silent, limit, no_data")
+	dataIf := fs.String("data-interface", "", "receive multicast for joined channels on interface `IF` (with -data-port)")
+	dataPort := fs.Uint("data-port", 0, "UDP `PORT` of the multicast received on -data-interface")
+	gwTimeout := fs.Duration("gateway-timeout", amttest.DefaultGatewayTimeout, "how long a join lasts after the last Update naming it")
+	qqi := fs.Duration("qqic", amttest.DefaultQQI, "Querier's Query Interval put in Queries (whole seconds, 1s to 31744s)")
+	gwField := fs.Bool("gateway-field", false, "set the G flag in Queries (gateway address and port appended)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -76,6 +105,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		if adv, err = netip.ParseAddr(*advertise); err != nil {
 			return fail(2, "-advertise: %v", err)
 		}
+	}
+	if (*dataIf == "") != (*dataPort == 0) {
+		return fail(2, "-data-interface and -data-port go together")
+	}
+	if *dataPort > 65535 {
+		return fail(2, "-data-port %d is not a port", *dataPort)
+	}
+	if *gwTimeout <= 0 {
+		return fail(2, "-gateway-timeout must be positive")
+	}
+	if *qqi < time.Second || *qqi > 31744*time.Second || *qqi%time.Second != 0 {
+		return fail(2, "-qqic %v is not whole seconds from 1s to 31744s", *qqi)
 	}
 
 	// Everything is validated before anything binds, so a usage error never
@@ -102,7 +143,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 	}()
 	for _, l := range listens {
-		r, err := amttest.Start(l)
+		cfg := amttest.Config{
+			QQI:            *qqi,
+			GatewayTimeout: *gwTimeout,
+			GatewayField:   *gwField,
+			DataInterface:  *dataIf,
+			DataPort:       uint16(*dataPort),
+			Logf: func(format string, a ...any) {
+				fmt.Fprintf(stderr, "amt-responder: %s: "+format+"\n", append([]any{l}, a...)...)
+			},
+		}
+		r, err := amttest.StartConfig(l, cfg)
 		if err != nil {
 			return fail(1, "cannot listen on %s: %v", l, err)
 		}
@@ -116,6 +167,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 			shown = r.Addr().Addr()
 		}
 		fmt.Fprintf(stderr, "amt-responder: answering Relay Discovery on %s, advertising %s, mode %s\n", r.Addr(), shown, mode)
+		data := "no multicast"
+		if *dataIf != "" {
+			data = fmt.Sprintf("multicast from %s port %d", *dataIf, *dataPort)
+		}
+		fmt.Fprintf(stderr, "amt-responder: %s: qqi %v, gateway timeout %v, gateway field %v, %s\n", r.Addr(), *qqi, *gwTimeout, *gwField, data)
 	}
 	<-ctx.Done()
 	return 0

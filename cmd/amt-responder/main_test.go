@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/amtdns/amtrelay/amt"
+	"github.com/amtdns/amtrelay/amt/amttest"
 )
 
 func TestMain(m *testing.M) {
@@ -128,6 +129,57 @@ func TestRunBindFailure(t *testing.T) {
 	}
 }
 
+func TestRunRelayFlags(t *testing.T) {
+	addrs, _, stop := startRun(t, "-listen", "127.0.0.1:0", "-qqic", "3s", "-gateway-timeout", "500ms", "-gateway-field")
+	defer stop()
+	h := amt.Handshake(context.Background(), addrs[0], 5*time.Second)
+	if h.Result != amt.ResultOK || h.Query.QQI != 3*time.Second || !h.Query.Gateway.IsValid() {
+		t.Errorf("Handshake = %v, query %+v (%v); want ok with QQI 3s and G", h.Result, h.Query, h.Err)
+	}
+}
+
+func TestRunPrintsConfig(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // run binds, reports and returns at once
+	var out bytes.Buffer
+	if code := run(ctx, []string{"-listen", "127.0.0.1:0", "-qqic", "7s", "-gateway-timeout", "90s"}, &out); code != 0 {
+		t.Fatalf("Exit code %d: %s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "qqi 7s, gateway timeout 1m30s, gateway field false, no multicast") {
+		t.Errorf("Output %q lacks the relay settings", out.String())
+	}
+}
+
+func TestRunEveryMode(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for m := amttest.Normal; m <= amttest.NoData; m++ {
+		var out bytes.Buffer
+		if code := run(ctx, []string{"-listen", "127.0.0.1:0", "-mode", m.String()}, &out); code != 0 {
+			t.Errorf("-mode %s: exit code %d: %s", m, code, out.String())
+		}
+		if !strings.Contains(out.String(), "mode "+m.String()+"\n") {
+			t.Errorf("-mode %s: output %q", m, out.String())
+		}
+	}
+}
+
+func TestRunLimitMode(t *testing.T) {
+	addrs, _, stop := startRun(t, "-listen", "127.0.0.1:0", "-mode", "limit")
+	defer stop()
+	if h := amt.Handshake(context.Background(), addrs[0], 5*time.Second); h.Result != amt.ResultLimit {
+		t.Errorf("Handshake = %v (%v), want limit", h.Result, h.Err)
+	}
+}
+
+func TestRunUnknownDataInterface(t *testing.T) {
+	var out bytes.Buffer
+	code := run(context.Background(), []string{"-listen", "127.0.0.1:0", "-data-interface", "amtnone0", "-data-port", "5001"}, &out)
+	if code != 1 || !strings.Contains(out.String(), "amtnone0") {
+		t.Errorf("Exit code %d, output %q; want 1 naming the interface", code, out.String())
+	}
+}
+
 func TestRunUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{},
@@ -138,6 +190,15 @@ func TestRunUsageErrors(t *testing.T) {
 		{"-listen", "127.0.0.1:0", "-mode", "loud"},
 		{"-listen", "127.0.0.1:0", "extra"},
 		{"-bogus"},
+		{"-listen", "127.0.0.1:0", "-data-port", "5001"},
+		{"-listen", "127.0.0.1:0", "-data-interface", "lo"},
+		{"-listen", "127.0.0.1:0", "-data-interface", "lo", "-data-port", "70000"},
+		{"-listen", "127.0.0.1:0", "-qqic", "500ms"},
+		{"-listen", "127.0.0.1:0", "-qqic", "1500ms"},
+		{"-listen", "127.0.0.1:0", "-qqic", "40000s"},
+		{"-listen", "127.0.0.1:0", "-gateway-timeout", "0s"},
+		{"-listen", "127.0.0.1:0", "-gateway-timeout", "-1s"},
+		{"-listen", "127.0.0.1:0", "-gateway-timeout", "soon"},
 	} {
 		var out bytes.Buffer
 		if code := run(context.Background(), args, &out); code != 2 {
