@@ -100,7 +100,7 @@ func (a *AMTRelay) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 			}
 		}
 		return m.Rcode, nil
-	case res == resultFallthrough:
+	case a.cfg.handOn(res):
 		return plugin.NextOrFailure(a.Name(), a.Next, ctx, w, r)
 	}
 	return dns.RcodeServerFailure, nil

@@ -73,10 +73,10 @@ func matchZone(zones []string, qname string) string {
 }
 
 // answer decides what to do with r, a class IN query inside zone, from the table and the relay
-// states of v. It returns the reply to write; or nil and resultFallthrough to hand r to the next
-// plugin; or nil and resultAllDown for SERVFAIL (the all_down servfail policy). The endpoints
-// whose records the reply carries are appended to picked, which is returned. It only reads its
-// arguments.
+// states of v. It returns the reply to write; or nil, when cfg.handOn says so of the result, to
+// hand r to the next plugin, and nil otherwise for SERVFAIL (the all_down servfail policy). The
+// endpoints whose records the reply carries are appended to picked, which is returned. It only
+// reads its arguments.
 func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) (*dns.Msg, result, []*endpoint) {
 	q := r.Question[0]
 	kind, apex, src := classify(q.Name, cfg.label)
@@ -100,7 +100,7 @@ func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) 
 	case kind == nameBelow:
 		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain, picked
 	case q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeAMTRELAY:
-		return cfg.relayAnswer(r, relays, apex, v, picked)
+		return cfg.relayAnswer(r, relays, cfg.canaryFor(src.Unmap()), apex, v, picked)
 	case q.Qtype == dns.TypeSOA:
 		m := reply(r)
 		m.Answer = []dns.RR{cfg.soa(apex)}
@@ -113,13 +113,19 @@ func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) 
 	return cfg.negative(r, dns.RcodeSuccess, apex), resultNoData, picked
 }
 
+// handOn reports whether a query answer returned no message for goes to the next plugin.
+func (cfg *config) handOn(res result) bool {
+	return res == resultFallthrough || res == resultAllDown && cfg.allDown == allDownFallthrough
+}
+
 // relayAnswer builds the answer for A, AAAA or AMTRELAY at a known source whose relays are the
-// given indices, in precedence order: the serving relays' endpoints, or, when none serves, what
-// the all_down policy says. A drained relay is in no answer.
-func (cfg *config) relayAnswer(r *dns.Msg, relays []int, apex string, v *view, eps []*endpoint) (*dns.Msg, result, []*endpoint) {
+// given indices, in precedence order, and whose canary is canary (-1 for none): the endpoints that
+// serve and pass the canary, or, when none does, what the all_down policy says. A drained relay is
+// in no answer.
+func (cfg *config) relayAnswer(r *dns.Msg, relays []int, canary int, apex string, v *view, eps []*endpoint) (*dns.Msg, result, []*endpoint) {
 	qtype := r.Question[0].Qtype
 	res := resultAnswer
-	if !v.relayServingAny(relays) {
+	if !v.servingAny(relays, canary) {
 		res = resultAllDown
 		switch cfg.allDown {
 		case allDownNoData:
@@ -129,7 +135,7 @@ func (cfg *config) relayAnswer(r *dns.Msg, relays []int, apex string, v *view, e
 			m := cfg.negative(r, dns.RcodeSuccess, apex)
 			m.Ns[0].Header().Ttl = 0
 			return m, res, eps
-		case allDownServFail:
+		case allDownServFail, allDownFallthrough:
 			return nil, res, eps
 		}
 	}
@@ -140,7 +146,7 @@ func (cfg *config) relayAnswer(r *dns.Msg, relays []int, apex string, v *view, e
 			continue
 		}
 		for _, e := range cfg.relays[i].endpoints {
-			if res == resultAnswer && !v.serving[e.id] {
+			if res == resultAnswer && !v.usable(e.id, canary) {
 				continue
 			}
 			if qtype == dns.TypeA && !e.addr.Is4() || qtype == dns.TypeAAAA && !e.addr.Is6() {

@@ -474,7 +474,7 @@ func BenchmarkVsFile(b *testing.B) {
 func amtrelayAnswer(tb testing.TB) (*dns.Msg, []string) {
 	a := newBenchPlugin(tb, nil, false)
 	r := benchQuery("12.100.51.198.in-addr.arpa.", dns.TypeAMTRELAY)
-	m, _, _ := a.cfg.relayAnswer(r, benchRelaySet, "in-addr.arpa.", a.view.load(), nil)
+	m, _, _ := a.cfg.relayAnswer(r, benchRelaySet, -1, "in-addr.arpa.", a.view.load(), nil)
 	var rdatas []string
 	for _, rr := range m.Answer {
 		rdatas = append(rdatas, rr.(*dns.RFC3597).Rdata)

@@ -13,8 +13,8 @@ import (
 )
 
 // config is everything one amtrelay block says, parsed. It never changes once setup has built it:
-// what moves while serving (relay health, the sources table) is state of the instance, published
-// in a view.
+// what moves while serving (relay health, canaries, admin modes, the sources table) is state of the
+// instance, published in a view.
 type config struct {
 	zones       []string // lower-case FQDNs
 	label       string   // lower case
@@ -22,6 +22,7 @@ type config struct {
 	nameservers []string
 	relays      []*relay         // by precedence, config order within one; relay.index is the position
 	endpoints   []*endpoint      // every relay's, in relay order; endpoint.id is the position
+	canaries    []*canary        // longest prefix first; canary.index is the position
 	relayByName map[string]int   // relay name -> index
 	inline      []table.Override // the source lines, to lay over a sources file
 	inlineTable *table.Table     // the source lines alone, the table without a sources file
@@ -91,9 +92,37 @@ func (t probeTarget) String() string {
 
 // healthCheck holds the probe settings; interval 0 means health checks are off.
 type healthCheck struct {
-	interval time.Duration
-	timeout  time.Duration
-	policy   health.Policy
+	interval  time.Duration
+	timeout   time.Duration
+	policy    health.Policy
+	handshake handshakeMode
+}
+
+// handshakeMode is how far a probe goes into the AMT handshake.
+type handshakeMode uint8
+
+const (
+	handshakeRequest   handshakeMode = iota // Discovery, Advertisement, Request, Query without L
+	handshakeDiscovery                      // Discovery and Advertisement only
+)
+
+// canary is a channel (source, group) that a beacon sends on continuously: for sources in prefix,
+// a relay is handed out only while a join of the channel through it delivers data.
+type canary struct {
+	index         int
+	prefix        netip.Prefix
+	text          string // the prefix as written, the canary label of the metrics
+	source, group netip.Addr
+}
+
+// canaryFor returns the index of the canary whose prefix is the longest that holds src, or -1.
+func (cfg *config) canaryFor(src netip.Addr) int {
+	for _, c := range cfg.canaries {
+		if c.prefix.Contains(src) {
+			return c.index
+		}
+	}
+	return -1
 }
 
 func (h healthCheck) enabled() bool { return h.interval > 0 }
@@ -111,12 +140,15 @@ type sourcesConfig struct {
 type allDownPolicy uint8
 
 const (
-	allDownServe    allDownPolicy = iota // fail open: answer with every relay that reaches the source
-	allDownNoData                        // NOERROR, no answer, SOA: gateways fall back to other discovery
-	allDownServFail                      // SERVFAIL: resolvers try another server of the delegation
+	allDownServe       allDownPolicy = iota // fail open: answer with every relay that reaches the source
+	allDownNoData                           // NOERROR, no answer, SOA: gateways fall back to other discovery
+	allDownServFail                         // SERVFAIL: resolvers try another server of the delegation
+	allDownFallthrough                      // the next plugin, e.g. forward to another network's AMT DNS
 )
 
-var allDownPolicies = map[string]allDownPolicy{"serve": allDownServe, "nodata": allDownNoData, "servfail": allDownServFail}
+var allDownPolicies = map[string]allDownPolicy{
+	"serve": allDownServe, "nodata": allDownNoData, "servfail": allDownServFail, "fallthrough": allDownFallthrough,
+}
 
 // Defaults and bounds of the Corefile properties.
 const (

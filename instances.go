@@ -94,9 +94,12 @@ func register(a *AMTRelay, firstStartup bool) (others []*AMTRelay) {
 	return others
 }
 
-// unregister removes a, which has stopped, and returns the relay names and zones that no running
-// instance has any more.
-func unregister(a *AMTRelay) (goneRelays, goneZones []string) {
+// gone lists what a stopped instance had and no running instance has any more: the label values
+// whose metric series can go.
+type gone struct{ relays, zones, canaries []string }
+
+// unregister removes a, which has stopped, and returns what it alone had.
+func unregister(a *AMTRelay) (g gone) {
 	instances.Lock()
 	instances.running = slices.DeleteFunc(instances.running, func(o *AMTRelay) bool { return o == a })
 	instances.newcomers = slices.DeleteFunc(instances.newcomers, func(o *AMTRelay) bool { return o == a })
@@ -105,7 +108,7 @@ func unregister(a *AMTRelay) (goneRelays, goneZones []string) {
 		// The old generation shuts down: its restart succeeded.
 		instances.restarting, instances.newcomers = nil, nil
 	}
-	relays, zones := map[string]bool{}, map[string]bool{}
+	relays, zones, canaries := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, o := range instances.running {
 		for _, r := range o.cfg.relays {
 			relays[r.name] = true
@@ -113,19 +116,27 @@ func unregister(a *AMTRelay) (goneRelays, goneZones []string) {
 		for _, z := range o.cfg.zones {
 			zones[z] = true
 		}
+		for _, cn := range o.cfg.canaries {
+			canaries[cn.text] = true
+		}
 	}
 	instances.Unlock()
 	for _, r := range a.cfg.relays {
 		if !relays[r.name] {
-			goneRelays = append(goneRelays, r.name)
+			g.relays = append(g.relays, r.name)
 		}
 	}
 	for _, z := range a.cfg.zones {
 		if !zones[z] {
-			goneZones = append(goneZones, z)
+			g.zones = append(g.zones, z)
 		}
 	}
-	return goneRelays, goneZones
+	for _, cn := range a.cfg.canaries {
+		if !canaries[cn.text] {
+			g.canaries = append(g.canaries, cn.text)
+		}
+	}
+	return g
 }
 
 // current returns the running instances of the newest generation: the configuration in service,

@@ -94,12 +94,15 @@ func (a *AMTRelay) stop() error {
 	if !a.life.stop() {
 		return nil
 	}
-	relays, zones := unregister(a)
-	for _, r := range relays {
+	g := unregister(a)
+	for _, r := range g.relays {
 		deleteRelaySeries(r)
 	}
-	for _, z := range zones {
+	for _, z := range g.zones {
 		deleteZoneSeries(z)
+	}
+	for _, cn := range g.canaries {
+		deleteCanarySeries(cn)
 	}
 	return nil
 }

@@ -28,16 +28,23 @@ var (
 		Namespace: plugin.Namespace,
 		Subsystem: pluginName,
 		Name:      "probes_total",
-		Help:      "AMT Relay Discovery probes, by outcome (ok, timeout, refused, bad_reply, error).",
+		Help:      "Probes of relay addresses, by outcome (ok, timeout, refused, bad_reply, limit, no_query, error).",
 	}, []string{"relay", "result"})
 
 	probeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: pluginName,
 		Name:      "probe_duration_seconds",
-		Help:      "Round-trip time of successful probes, Relay Discovery to Relay Advertisement.",
+		Help:      "Round-trip time of successful probes: Relay Discovery to Membership Query (or to Relay Advertisement with handshake discovery).",
 		Buckets:   plugin.TimeBuckets,
 	}, []string{"relay"})
+
+	canaryPackets = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "canary_packets_total",
+		Help:      "Multicast Data packets of the canary's channel received through the relay.",
+	}, []string{"relay", "canary"})
 
 	relayAnswers = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
@@ -69,6 +76,11 @@ func deleteRelaySeries(relay string) {
 	relayAnswers.DeletePartialMatch(labels)
 	probesTotal.DeletePartialMatch(labels)
 	probeDuration.DeletePartialMatch(labels)
+	canaryPackets.DeletePartialMatch(labels)
+}
+
+func deleteCanarySeries(canary string) {
+	canaryPackets.DeletePartialMatch(prometheus.Labels{"canary": canary})
 }
 
 func deleteZoneSeries(zone string) {
@@ -85,6 +97,8 @@ var (
 		"1 while at least one address of the relay passes its health check, else 0.", []string{"relay"}, nil)
 	sourcesDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "sources"),
 		"Source prefixes in the connectivity tables in service, inline and from sources files.", nil, nil)
+	canaryUpDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "canary_up"),
+		"1 while data of the canary's channel comes through some address of the relay, else 0.", []string{"relay", "canary"}, nil)
 	adminStateDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "relay_admin_state"),
 		"1 for the admin state the relay is in: auto (follows its probes), drain, down or up.", []string{"relay", "state"}, nil)
 	lastReloadDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "table_last_reload_timestamp_seconds"),
@@ -95,6 +109,7 @@ func init() { prometheus.MustRegister(stateCollector{}) }
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- relayUpDesc
+	ch <- canaryUpDesc
 	ch <- adminStateDesc
 	ch <- sourcesDesc
 	ch <- lastReloadDesc
@@ -107,6 +122,7 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	// Several blocks may name the same relay; the newest says.
 	up := map[string]bool{}
+	canaryUp := map[[2]string]bool{}
 	admin := map[string]adminMode{}
 	prefixes, lastLoad := 0, int64(0)
 	for _, a := range cur {
@@ -114,6 +130,9 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, r := range a.cfg.relays {
 			up[r.name] = v.health.relayUp[r.index]
 			admin[r.name] = v.admin.of(r.index)
+			for _, cn := range a.cfg.canaries {
+				canaryUp[[2]string{r.name, cn.text}] = v.health.canaryAny[r.index][cn.index]
+			}
 		}
 		prefixes += v.sources.Len4() + v.sources.Len6()
 		if a.sources != nil {
@@ -121,23 +140,25 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for name, isUp := range up {
-		value := 0.0
-		if isUp {
-			value = 1
-		}
-		ch <- prometheus.MustNewConstMetric(relayUpDesc, prometheus.GaugeValue, value, name)
+		ch <- prometheus.MustNewConstMetric(relayUpDesc, prometheus.GaugeValue, gaugeBool(isUp), name)
+	}
+	for k, isUp := range canaryUp {
+		ch <- prometheus.MustNewConstMetric(canaryUpDesc, prometheus.GaugeValue, gaugeBool(isUp), k[0], k[1])
 	}
 	for name, mode := range admin {
 		for m := range numAdminModes {
-			value := 0.0
-			if m == mode {
-				value = 1
-			}
-			ch <- prometheus.MustNewConstMetric(adminStateDesc, prometheus.GaugeValue, value, name, m.String())
+			ch <- prometheus.MustNewConstMetric(adminStateDesc, prometheus.GaugeValue, gaugeBool(m == mode), name, m.String())
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(sourcesDesc, prometheus.GaugeValue, float64(prefixes))
 	if lastLoad > 0 {
 		ch <- prometheus.MustNewConstMetric(lastReloadDesc, prometheus.GaugeValue, float64(lastLoad)/1e9)
 	}
+}
+
+func gaugeBool(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

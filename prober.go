@@ -20,13 +20,14 @@ const maxProbeAddrs = 16
 // descriptors never looks like a dead relay.
 var probeSockets = make(chan struct{}, 256)
 
-// prober runs the periodic AMT Relay Discovery probes of one instance and reports their outcomes
-// to the instance's relayHealth.
+// prober runs the periodic probes of one instance, the AMT handshake with each relay address and
+// the canary streams through it, and reports their outcomes to the instance's relayHealth.
 type prober struct {
-	hc     healthCheck
-	health *relayHealth
-	checks []*check
-	lookup func(ctx context.Context, host string) ([]netip.Addr, error) // the system resolver
+	hc       healthCheck
+	health   *relayHealth
+	checks   []*check
+	canaries []*canary
+	lookup   func(ctx context.Context, host string) ([]netip.Addr, error) // the system resolver
 }
 
 // check is one probe target and the endpoints whose health it decides: one endpoint per check,
@@ -41,7 +42,7 @@ type check struct {
 }
 
 func newProber(cfg *config, h *relayHealth) *prober {
-	p := &prober{hc: cfg.health, health: h, lookup: lookupHost}
+	p := &prober{hc: cfg.health, health: h, canaries: cfg.canaries, lookup: lookupHost}
 	if !cfg.health.enabled() {
 		return p
 	}
@@ -65,9 +66,9 @@ func newProber(cfg *config, h *relayHealth) *prober {
 	return p
 }
 
-// start launches one probe loop per check under ctx and wg. The first round runs at once; later
-// rounds are spread over the interval so that a thousand relays do not get probed in the same
-// millisecond.
+// start launches one probe loop per check under ctx and wg, and one canary loop per check when
+// there are canaries. The first round runs at once; later rounds are spread over the interval so
+// that a thousand relays do not get probed in the same millisecond.
 func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 	for i, c := range p.checks {
 		offset := p.hc.interval * time.Duration(i) / time.Duration(len(p.checks))
@@ -76,6 +77,13 @@ func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 			defer wg.Done()
 			p.loop(ctx, c, offset)
 		}()
+		if len(p.canaries) > 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.canaryLoop(ctx, c, p.canaries)
+			}()
+		}
 	}
 }
 
@@ -102,7 +110,7 @@ func (p *prober) loop(ctx context.Context, c *check, offset time.Duration) {
 }
 
 // probe runs one round for a check: the target, or every address its name resolves to, passes if
-// any address answers.
+// any address passes.
 func (p *prober) probe(ctx context.Context, c *check) {
 	targets, err := p.targets(ctx, c)
 	if ctx.Err() != nil {
@@ -114,13 +122,13 @@ func (p *prober) probe(ctx context.Context, c *check) {
 		return
 	}
 
-	replies := make([]amt.Reply, len(targets))
+	outcomes := make([]probeOutcome, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			replies[i] = p.probeOne(ctx, t)
+			outcomes[i] = p.probeOne(ctx, t)
 		}()
 	}
 	wg.Wait()
@@ -128,26 +136,47 @@ func (p *prober) probe(ctx context.Context, c *check) {
 		return
 	}
 
-	outcome := replies[0].Result
-	for _, rep := range replies {
-		probesTotal.WithLabelValues(c.relay.name, rep.Result.String()).Inc()
-		if rep.Result == amt.ResultOK {
-			probeDuration.WithLabelValues(c.relay.name).Observe(rep.RTT.Seconds())
-			outcome = amt.ResultOK
+	decided := outcomes[0]
+	for _, o := range outcomes {
+		probesTotal.WithLabelValues(c.relay.name, o.result.String()).Inc()
+		if o.result == amt.ResultOK {
+			probeDuration.WithLabelValues(c.relay.name).Observe(o.rtt.Seconds())
+			decided = o
 		}
 	}
-	p.health.observe(c.ids, outcome == amt.ResultOK, outcome.String())
+	p.health.observe(c.ids, decided.result == amt.ResultOK, decided.String())
 }
 
-// probeOne sends one Discovery once a socket slot is free.
-func (p *prober) probeOne(ctx context.Context, target netip.AddrPort) amt.Reply {
+// probeOutcome is one probe of one address.
+type probeOutcome struct {
+	result amt.Result
+	step   string // where a handshake ended: "discovery" or "request"; "" for a discovery probe
+	rtt    time.Duration
+}
+
+// String is the outcome as the transition log shows it: "no_query at request".
+func (o probeOutcome) String() string {
+	if o.step == "" || o.result == amt.ResultOK {
+		return o.result.String()
+	}
+	return o.result.String() + " at " + o.step
+}
+
+// probeOne runs one probe of target, the whole handshake or the Discovery alone, once a socket
+// slot is free.
+func (p *prober) probeOne(ctx context.Context, target netip.AddrPort) probeOutcome {
 	select {
 	case probeSockets <- struct{}{}:
 	case <-ctx.Done():
-		return amt.Reply{Result: amt.ResultError, Err: ctx.Err()}
+		return probeOutcome{result: amt.ResultError}
 	}
 	defer func() { <-probeSockets }()
-	return amt.Probe(ctx, target, p.hc.timeout)
+	if p.hc.handshake == handshakeDiscovery {
+		rep := amt.Probe(ctx, target, p.hc.timeout)
+		return probeOutcome{result: rep.Result, rtt: rep.RTT}
+	}
+	rep := amt.Handshake(ctx, target, p.hc.timeout)
+	return probeOutcome{result: rep.Result, step: rep.Step.String(), rtt: rep.DiscoveryRTT + rep.RequestRTT}
 }
 
 // targets returns the addresses to probe: the fixed target, or the first maxProbeAddrs addresses of

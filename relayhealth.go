@@ -9,32 +9,45 @@ import (
 // healthSnapshot is relay health at one moment. It is immutable once published: queries read it
 // without locks, and a change publishes a new one.
 type healthSnapshot struct {
-	endpointUp []bool // by endpoint id
+	endpointUp []bool // by endpoint id: the handshake passes
 	relayUp    []bool // by relay index: some endpoint of the relay is up
 	relaysUp   int
+	// canaryUp says, by endpoint id * number of canaries + canary index, whether data of the
+	// canary's channel comes through the endpoint.
+	canaryUp  []bool
+	canaries  int
+	canaryAny [][]bool // by relay index, by canary index: some endpoint's canary is up
 	// observed: every endpoint has had a probe outcome, or carried one over from the instance
 	// before a Corefile reload.
 	observed bool
 }
 
+// canaryOK reports whether endpoint id passes canary c; -1 is no canary, which every endpoint passes.
+func (h *healthSnapshot) canaryOK(id, c int) bool {
+	return c < 0 || h.canaryUp[id*h.canaries+c]
+}
+
 // relayHealth is the one owner of relay health in an instance: the hysteresis state of every
-// endpoint, which relays that makes up, and the transitions.
-// Probes report to it; after every change it publishes a new healthSnapshot, so that a query
-// sees the endpoints and the relays of one moment, never a relay up with none of its endpoints up.
+// endpoint's handshake and canaries, which relays that makes up, and the transitions. Probes and
+// canary checks report to it; after every change it publishes a new healthSnapshot, so that a
+// query sees the endpoints and the relays of one moment, never a relay up with none of its
+// endpoints up.
 type relayHealth struct {
 	cfg     *config
 	publish func(*healthSnapshot) // called with mu held, so snapshots arrive in order
 
-	mu     sync.Mutex
-	states []health.State // by endpoint id
-	snap   *healthSnapshot
+	mu       sync.Mutex
+	states   []health.State // by endpoint id
+	canaries []health.State // by endpoint id * len(cfg.canaries) + canary index
+	snap     *healthSnapshot
 }
 
 func newRelayHealth(cfg *config, publish func(*healthSnapshot)) *relayHealth {
 	h := &relayHealth{
-		cfg:     cfg,
-		publish: publish,
-		states:  make([]health.State, len(cfg.endpoints)),
+		cfg:      cfg,
+		publish:  publish,
+		states:   make([]health.State, len(cfg.endpoints)),
+		canaries: make([]health.State, len(cfg.endpoints)*len(cfg.canaries)),
 	}
 	if !cfg.health.enabled() {
 		// Nothing will be probed: every endpoint is up and nothing is left to wait for.
@@ -49,47 +62,80 @@ func newRelayHealth(cfg *config, publish func(*healthSnapshot)) *relayHealth {
 
 // build computes a snapshot from the states; the caller holds mu.
 func (h *relayHealth) build() *healthSnapshot {
+	nc := len(h.cfg.canaries)
 	s := &healthSnapshot{
 		endpointUp: make([]bool, len(h.states)),
 		relayUp:    make([]bool, len(h.cfg.relays)),
+		canaryUp:   make([]bool, len(h.canaries)),
+		canaries:   nc,
+		canaryAny:  make([][]bool, len(h.cfg.relays)),
 		observed:   true,
 	}
-	for _, e := range h.cfg.endpoints {
-		st := &h.states[e.id]
-		s.endpointUp[e.id] = st.Up()
-		s.observed = s.observed && st.Observed()
-		if st.Up() && !s.relayUp[e.relay.index] {
-			s.relayUp[e.relay.index] = true
-			s.relaysUp++
+	for i := range h.canaries {
+		s.canaryUp[i] = h.canaries[i].Up()
+	}
+	for _, r := range h.cfg.relays {
+		s.canaryAny[r.index] = make([]bool, nc)
+		for _, e := range r.endpoints {
+			st := &h.states[e.id]
+			s.endpointUp[e.id] = st.Up()
+			s.observed = s.observed && st.Observed()
+			if st.Up() && !s.relayUp[r.index] {
+				s.relayUp[r.index] = true
+				s.relaysUp++
+			}
+			for c := range nc {
+				s.canaryAny[r.index][c] = s.canaryAny[r.index][c] || s.canaryUp[e.id*nc+c]
+			}
 		}
 	}
 	return s
 }
 
-// observe records one probe outcome for the endpoints ids (those a check decides) and publishes
-// what changed.
+// observe records one handshake outcome for the endpoints ids (those a check decides) and
+// publishes what changed.
 func (h *relayHealth) observe(ids []int, ok bool, result string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	changed := false
 	for _, id := range ids {
-		st := &h.states[id]
-		changed = changed || !st.Observed()
-		flipped, streak := st.Observe(ok, h.cfg.health.policy)
-		if !flipped {
-			continue
-		}
-		changed = true
-		e := h.cfg.endpoints[id]
-		if ok {
-			log.Infof("relay %s %s up: %s x%d", e.relay.name, e, result, streak)
-		} else {
-			log.Warningf("relay %s %s down: %s x%d", e.relay.name, e, result, streak)
-		}
+		changed = h.record(&h.states[id], id, "", ok, result) || changed
 	}
 	if changed {
 		h.commit()
 	}
+}
+
+// observeCanary records, for the endpoints ids, whether data of canary c came through since the
+// last check, and publishes what changed.
+func (h *relayHealth) observeCanary(ids []int, c int, ok bool, result string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	changed := false
+	cn := h.cfg.canaries[c]
+	for _, id := range ids {
+		st := &h.canaries[id*len(h.cfg.canaries)+c]
+		changed = h.record(st, id, " canary "+cn.text, ok, result) || changed
+	}
+	if changed {
+		h.commit()
+	}
+}
+
+// record feeds one outcome to st, the state of endpoint id named by what, and logs a flip. It
+// reports whether a snapshot would change; the caller holds mu.
+func (h *relayHealth) record(st *health.State, id int, what string, ok bool, result string) bool {
+	first := !st.Observed()
+	flipped, streak := st.Observe(ok, h.cfg.health.policy)
+	if flipped {
+		e := h.cfg.endpoints[id]
+		if ok {
+			log.Infof("relay %s %s%s up: %s x%d", e.relay.name, e, what, result, streak)
+		} else {
+			log.Warningf("relay %s %s%s down: %s x%d", e.relay.name, e, what, result, streak)
+		}
+	}
+	return first || flipped
 }
 
 // commit publishes the states as a new snapshot and counts the relays that changed; the caller
@@ -118,19 +164,29 @@ func healthKey(e *endpoint) string {
 	return e.relay.name + " " + e.String() + " " + target
 }
 
-// adopt starts every endpoint that prev also probes (same relay name, address and probe target)
-// from prev's state, without counting a transition. A Corefile reload builds a new instance whose
-// relays would otherwise start up and unprobed: a dead relay would be served, and readiness would
-// drop, until the new instance's first round answered.
+// canaryKey names a canary of an endpoint the same way.
+func canaryKey(e *endpoint, cn *canary) string {
+	return healthKey(e) + " canary " + cn.prefix.String() + " " + cn.source.String() + " " + cn.group.String()
+}
+
+// adopt starts every endpoint and canary that prev also checks (same relay name, address, probe
+// target and channel) from prev's state, without counting a transition. A Corefile reload builds a
+// new instance whose relays would otherwise start up and unprobed: a dead relay would be served,
+// and readiness would drop, until the new instance's first round answered.
 func (h *relayHealth) adopt(prev *relayHealth) {
 	if prev == h || !h.cfg.health.enabled() {
 		return
 	}
 	prev.mu.Lock()
-	known := make(map[string]bool, len(prev.states))
+	known := make(map[string]bool, len(prev.states)+len(prev.canaries))
 	for _, e := range prev.cfg.endpoints {
 		if st := prev.states[e.id]; st.Observed() {
 			known[healthKey(e)] = st.Up()
+		}
+		for _, cn := range prev.cfg.canaries {
+			if st := prev.canaries[e.id*len(prev.cfg.canaries)+cn.index]; st.Observed() {
+				known[canaryKey(e, cn)] = st.Up()
+			}
 		}
 	}
 	prev.mu.Unlock()
@@ -138,10 +194,16 @@ func (h *relayHealth) adopt(prev *relayHealth) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	adopted := false
-	for _, e := range h.cfg.endpoints {
-		if up, ok := known[healthKey(e)]; ok && !h.states[e.id].Observed() {
-			h.states[e.id].Restore(up)
+	restore := func(st *health.State, key string) {
+		if up, ok := known[key]; ok && !st.Observed() {
+			st.Restore(up)
 			adopted = true
+		}
+	}
+	for _, e := range h.cfg.endpoints {
+		restore(&h.states[e.id], healthKey(e))
+		for _, cn := range h.cfg.canaries {
+			restore(&h.canaries[e.id*len(h.cfg.canaries)+cn.index], canaryKey(e, cn))
 		}
 	}
 	if adopted {

@@ -138,7 +138,7 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 	)
 	for c.NextBlock() {
 		prop := c.Val()
-		if prop != "relay" && prop != "source" {
+		if prop != "relay" && prop != "source" && prop != "canary" {
 			if seenProp[prop] {
 				return nil, c.Errf("%s given twice", prop)
 			}
@@ -220,11 +220,22 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 			}
 			p, ok := allDownPolicies[s]
 			if !ok {
-				return nil, c.Errf("all_down %q: want serve, nodata or servfail", s)
+				return nil, c.Errf("all_down %q: want serve, nodata, servfail or fallthrough", s)
 			}
 			cfg.allDown = p
 		case "fallthrough":
 			cfg.fall.SetZonesFromArgs(c.RemainingArgs())
+		case "canary":
+			cn, err := parseCanary(c)
+			if err != nil {
+				return nil, err
+			}
+			for _, other := range cfg.canaries {
+				if other.prefix == cn.prefix {
+					return nil, c.Errf("canary for %s given twice", cn.prefix)
+				}
+			}
+			cfg.canaries = append(cfg.canaries, cn)
 		case "admin":
 			ac, err := parseAdmin(c)
 			if err != nil {
@@ -252,11 +263,48 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 	if len(sources) == 0 && cfg.sources.path == "" {
 		return nil, c.Err("no source or sources file defined: every query would miss")
 	}
+	if len(cfg.canaries) > 0 && !cfg.health.enabled() {
+		return nil, c.Err("canary needs health checks: a canary is checked every health_check interval")
+	}
 	cfg.index()
 	if err := cfg.parseSourceLines(sources); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// parseCanary reads `canary PREFIX SOURCE GROUP`.
+func parseCanary(c *caddy.Controller) (*canary, error) {
+	args := c.RemainingArgs()
+	if len(args) != 3 {
+		return nil, c.Errf("canary PREFIX SOURCE GROUP")
+	}
+	p, err := table.ParsePrefix(args[0])
+	if err != nil {
+		return nil, c.Errf("canary: %v", err)
+	}
+	src, err := netip.ParseAddr(args[1])
+	if err != nil || src.Zone() != "" || src.Is4In6() || !src.IsGlobalUnicast() && !src.IsPrivate() {
+		return nil, c.Errf("canary: source %q is not a unicast address", args[1])
+	}
+	grp, err := netip.ParseAddr(args[2])
+	if err != nil || !isSSMGroup(grp) {
+		return nil, c.Errf("canary: group %q is not a source-specific multicast group (232.0.0.0/8 or ff3x::/32)", args[2])
+	}
+	if src.Is4() != grp.Is4() {
+		return nil, c.Errf("canary: source %s and group %s are of different families", src, grp)
+	}
+	return &canary{prefix: p, text: args[0], source: src, group: grp}, nil
+}
+
+// isSSMGroup reports whether g is in the source-specific multicast ranges (RFC 4607): 232.0.0.0/8,
+// or ff3x::/32 (the ff3x::/96 group IDs included).
+func isSSMGroup(g netip.Addr) bool {
+	if g.Is4() {
+		return g.As4()[0] == 232
+	}
+	b := g.As16()
+	return g.Is6() && !g.Is4In6() && b[0] == 0xff && b[1]&0xf0 == 0x30 && b[2] == 0 && b[3] == 0
 }
 
 // index orders the relays and numbers relays and endpoints. Lower precedence comes first, config
@@ -271,6 +319,11 @@ func (cfg *config) index() {
 			e.id = len(cfg.endpoints)
 			cfg.endpoints = append(cfg.endpoints, e)
 		}
+	}
+	// Longest prefix first: the first canary that holds a source is its canary.
+	slices.SortStableFunc(cfg.canaries, func(a, b *canary) int { return b.prefix.Bits() - a.prefix.Bits() })
+	for i, cn := range cfg.canaries {
+		cn.index = i
 	}
 }
 
@@ -573,7 +626,8 @@ func parseProbeTarget(s string) (probeTarget, error) {
 	return probeTarget{host: a.host, port: uint16(p)}, nil
 }
 
-// parseHealthCheck reads `health_check INTERVAL [timeout DURATION] [fails N] [rises N]` or `health_check off`.
+// parseHealthCheck reads `health_check INTERVAL [timeout DURATION] [fails N] [rises N]
+// [handshake discovery|request]` or `health_check off`.
 func parseHealthCheck(c *caddy.Controller) (healthCheck, error) {
 	hc := healthCheck{timeout: defaultTimeout, policy: health.Policy{Fails: defaultFails, Rises: defaultRises}}
 	args := c.RemainingArgs()
@@ -608,6 +662,15 @@ func parseHealthCheck(c *caddy.Controller) (healthCheck, error) {
 				return hc, c.Errf("health_check timeout: %v", err)
 			}
 			timeoutSet = true
+		case "handshake":
+			switch val {
+			case "request":
+				hc.handshake = handshakeRequest
+			case "discovery":
+				hc.handshake = handshakeDiscovery
+			default:
+				return hc, c.Errf("health_check handshake %q: want request or discovery", val)
+			}
 		case "fails", "rises":
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 1 || n > 100 {

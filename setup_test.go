@@ -52,7 +52,10 @@ func TestParseFull(t *testing.T) {
 		label AMT-dns
 		ttl 60
 		nameserver ns1.example.net ns2.example.net.
-		health_check 2s timeout 500ms fails 4 rises 1
+		health_check 2s timeout 500ms fails 4 rises 1 handshake discovery
+		canary 198.51.100.0/24 10.0.0.1 232.1.1.1
+		canary 2001:db8::/32 2001:db8::99 ff3e::8000:1
+		canary 198.51.100.128/25 10.0.0.2 232.1.1.2
 		all_down nodata
 		fallthrough 100.51.198.in-addr.arpa
 	}`)
@@ -96,8 +99,17 @@ func TestParseFull(t *testing.T) {
 	if got := strings.Join(cfg.nameservers, " "); got != "ns1.example.net. ns2.example.net." {
 		t.Errorf("Unexpected nameservers %q", got)
 	}
+	for addr, want := range map[string]string{"198.51.100.200": "198.51.100.128/25", "198.51.100.1": "198.51.100.0/24", "2001:db8::5": "2001:db8::/32", "203.0.113.1": ""} {
+		got := ""
+		if c := cfg.canaryFor(netip.MustParseAddr(addr)); c >= 0 {
+			got = cfg.canaries[c].text
+		}
+		if got != want {
+			t.Errorf("Canary of %s: %q, want %q (the longest prefix)", addr, got, want)
+		}
+	}
 	if cfg.health.interval != 2*time.Second || cfg.health.timeout != 500*time.Millisecond ||
-		cfg.health.policy.Fails != 4 || cfg.health.policy.Rises != 1 {
+		cfg.health.policy.Fails != 4 || cfg.health.policy.Rises != 1 || cfg.health.handshake != handshakeDiscovery {
 		t.Errorf("Unexpected health check %+v", cfg.health)
 	}
 	if !cfg.fall.Through("1.100.51.198.in-addr.arpa.") {
@@ -215,7 +227,16 @@ func TestParseErrors(t *testing.T) {
 		{"health unknown option", "amtrelay {\n" + good + "health_check 1s jitter 1\n}", `unknown option "jitter"`, 4},
 		{"health option without value", "amtrelay {\n" + good + "health_check 1s fails\n}", "needs a value", 4},
 		{"health off with options", "amtrelay {\n" + good + "health_check off fails 2\n}", "takes no options", 4},
-		{"all_down bad", "amtrelay {\n" + good + "all_down maybe\n}", "serve, nodata or servfail", 4},
+		{"all_down bad", "amtrelay {\n" + good + "all_down maybe\n}", "serve, nodata, servfail or fallthrough", 4},
+		{"handshake bad", "amtrelay {\n" + good + "health_check 1s handshake full\n}", `handshake "full": want request or discovery`, 4},
+		{"canary args", "amtrelay {\n" + good + "canary 198.51.100.0/24 10.0.0.1\n}", "canary PREFIX SOURCE GROUP", 4},
+		{"canary prefix", "amtrelay {\n" + good + "canary 198.51.100.1/24 10.0.0.1 232.1.1.1\n}", "host bits", 4},
+		{"canary source", "amtrelay {\n" + good + "canary 198.51.100.0/24 232.0.0.9 232.1.1.1\n}", `source "232.0.0.9" is not a unicast`, 4},
+		{"canary ASM group", "amtrelay {\n" + good + "canary 198.51.100.0/24 10.0.0.1 239.1.1.1\n}", `group "239.1.1.1" is not a source-specific`, 4},
+		{"canary v6 ASM group", "amtrelay {\n" + good + "canary 198.51.100.0/24 2001:db8::1 ff0e::1\n}", "not a source-specific", 4},
+		{"canary families", "amtrelay {\n" + good + "canary 198.51.100.0/24 2001:db8::1 232.1.1.1\n}", "different families", 4},
+		{"canary twice", "amtrelay {\n" + good + "canary 198.51.100.0/24 10.0.0.1 232.1.1.1\ncanary 198.51.100.0/24 10.0.0.2 232.1.1.2\n}", "canary for 198.51.100.0/24 given twice", 5},
+		{"canary without health checks", "amtrelay {\n" + good + "canary 198.51.100.0/24 10.0.0.1 232.1.1.1\nhealth_check off\n}", "canary needs health checks", 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 // the admin modes of one moment, and what they make of each relay. Every part is immutable; a
 // change to any publishes a new view.
 type view struct {
+	cfg     *config
 	sources *table.Table
 	health  *healthSnapshot
 	admin   adminModes
@@ -21,11 +22,26 @@ type view struct {
 	relaysUp     int    // relays serving
 }
 
-// relayServingAny reports whether any of the relays (indices) is serving.
-func (v *view) relayServingAny(relays []int) bool {
+// usable reports whether endpoint id may be in an answer for a source whose canary is canary (-1
+// for none): it serves, and data of the canary's channel comes through it.
+func (v *view) usable(id, canary int) bool {
+	return v.serving[id] && v.health.canaryOK(id, canary)
+}
+
+// servingAny reports whether any of the relays (indices) has an endpoint usable for a source whose
+// canary is canary.
+func (v *view) servingAny(relays []int, canary int) bool {
 	for _, i := range relays {
-		if v.relayServing[i] {
+		if !v.relayServing[i] {
+			continue
+		}
+		if canary < 0 {
 			return true
+		}
+		for _, e := range v.cfg.relays[i].endpoints {
+			if v.usable(e.id, canary) {
+				return true
+			}
 		}
 	}
 	return false
@@ -67,6 +83,7 @@ func (p *viewPublisher) setAdmin(m adminModes) {
 // store derives what the parts make of each relay and publishes a copy; the caller holds mu.
 func (p *viewPublisher) store() {
 	v := p.next // the parts are shared, never written
+	v.cfg = p.cfg
 	if v.health != nil {
 		v.serving = make([]bool, len(p.cfg.endpoints))
 		v.relayServing = make([]bool, len(p.cfg.relays))

@@ -1,0 +1,205 @@
+package amtrelay
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/amtdns/amtrelay/amt/amttest"
+
+	"github.com/miekg/dns"
+)
+
+// The canary of the tests: a beacon (10.0.0.1, 232.1.1.1) that the test sends into chosen fixture
+// relays, covering 198.51.100.0/24 (where apexS's source is); 203.0.113.0/24 has no canary.
+var (
+	beaconSource = netip.MustParseAddr("10.0.0.1")
+	beaconGroup  = netip.MustParseAddr("232.1.1.1")
+)
+
+const apexNoCanary = "amt.5.113.0.203.in-addr.arpa."
+
+// beacon sends one data packet of the canary channel into each relay in to every 50 ms, as a real
+// beacon through a relay with multicast connectivity would, until stopped.
+type beacon struct {
+	mu   sync.Mutex
+	to   map[*amttest.Responder]bool
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startBeacon(t *testing.T, relays ...*amttest.Responder) *beacon {
+	b := &beacon{to: map[*amttest.Responder]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+	b.set(relays...)
+	go func() {
+		defer close(b.done)
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			b.mu.Lock()
+			for r := range b.to {
+				r.Inject(beaconSource, beaconGroup, []byte("beacon"))
+			}
+			b.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		close(b.stop)
+		<-b.done
+	})
+	return b
+}
+
+// set makes the beacon reach exactly relays: the others have lost their path to the source.
+func (b *beacon) set(relays ...*amttest.Responder) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	clear(b.to)
+	for _, r := range relays {
+		b.to[r] = true
+	}
+}
+
+func canaryCorefile(allDown string, r0, r1 *amttest.Responder, extra string) string {
+	return fmt.Sprintf(`in-addr.arpa:0 {
+	bind 127.0.0.1
+	amtrelay {
+		relay c0 %s probe %s
+		relay c1 %s probe %s
+		source 198.51.100.0/24 c0 c1
+		source 203.0.113.0/24 c0 c1
+		canary 198.51.100.0/24 %s %s
+		health_check 200ms timeout 100ms fails 2 rises 2
+		all_down %s
+%s	}
+	whoami
+}
+`, r0.Addr().Addr(), r0.Addr(), r1.Addr().Addr(), r1.Addr(), beaconSource, beaconGroup, allDown, extra)
+}
+
+// A relay is handed out for sources under a canary only while the canary's data comes through it;
+// sources without a canary are not affected; when no relay passes, all_down fallthrough hands the
+// query on.
+func TestCanaryFiltersRelays(t *testing.T) {
+	r0 := startResponder(t, "127.0.0.81:0")
+	r1 := startResponder(t, "127.0.0.82:0")
+	b := startBeacon(t, r0, r1)
+	s := startServer(t, canaryCorefile("fallthrough", r0, r1, ""))
+	expectAddresses(t, s, "127.0.0.81 127.0.0.82")
+
+	// c1 loses its path to the beacon's source.
+	b.set(r0)
+	start := time.Now()
+	expectAddresses(t, s, "127.0.0.81")
+	t.Logf("c1 left the answers %v after its canary stopped (2 intervals of 200ms)", time.Since(start).Round(time.Millisecond))
+	if got := addressesOf(t, s, "udp", apexNoCanary); got != "127.0.0.81 127.0.0.82" {
+		t.Errorf("A source without a canary: %s, want both relays", got)
+	}
+	eventually(t, "canary_up{c1} 0 and canary_up{c0} 1", 5*time.Second, func() (bool, string) {
+		up := series(t, "coredns_amtrelay_canary_up")
+		return up["canary=198.51.100.0/24,relay=c1"] == 0 && up["canary=198.51.100.0/24,relay=c0"] == 1, fmt.Sprint(up)
+	})
+	if n := series(t, "coredns_amtrelay_canary_packets_total")["canary=198.51.100.0/24,relay=c0"]; n < 2 {
+		t.Errorf("canary_packets_total{c0} %v, want the beacon's packets counted", n)
+	}
+
+	// Nobody reaches the source: the query goes to the next plugin.
+	b.set()
+	eventually(t, "the query handed on", 10*time.Second, func() (bool, string) {
+		r := s.query(t, "udp", apexS, dns.TypeA)
+		return r.fellThrough(), r.msg.String()
+	})
+	if got := addressesOf(t, s, "udp", apexNoCanary); got != "127.0.0.81 127.0.0.82" {
+		t.Errorf("A source without a canary after the beacon stopped: %s", got)
+	}
+	b.set(r1)
+	expectAddresses(t, s, "127.0.0.82")
+}
+
+// The canary tunnel is one per relay address and survives a Corefile reload that keeps the canary:
+// the relay sees one join, not a leave and a join; a reload that drops the canary leaves it.
+func TestCanaryTunnelAcrossReloads(t *testing.T) {
+	r0 := startResponder(t, "127.0.0.83:0")
+	r1 := startResponder(t, "127.0.0.84:0")
+	startBeacon(t, r0, r1)
+	s := startServer(t, canaryCorefile("serve", r0, r1, ""))
+	eventually(t, "one membership at each relay", 5*time.Second, func() (bool, string) {
+		m0, m1 := r0.Memberships(), r1.Memberships()
+		return len(m0) == 1 && len(m1) == 1, fmt.Sprint(m0, m1)
+	})
+	joins := r0.Joins(beaconSource, beaconGroup)
+
+	s.reload(t, canaryCorefile("nodata", r0, r1, ""))
+	time.Sleep(time.Second) // several intervals of the new instance
+	if got := r0.Joins(beaconSource, beaconGroup); got != joins {
+		t.Errorf("Joins at the relay went from %d to %d across a reload that kept the canary", joins, got)
+	}
+	if m := r0.Memberships(); len(m) != 1 {
+		t.Errorf("Memberships after the reload: %v", m)
+	}
+	expectAddresses(t, s, "127.0.0.83 127.0.0.84")
+
+	// Without the canary line: the channel is left at both relays.
+	s.reload(t, strings.Replace(canaryCorefile("nodata", r0, r1, ""), "canary 198.51.100.0/24", "# canary 198.51.100.0/24", 1))
+	eventually(t, "the canary channel left", 5*time.Second, func() (bool, string) {
+		m0, m1 := r0.Memberships(), r1.Memberships()
+		return len(m0) == 0 && len(m1) == 0, fmt.Sprint(m0, m1)
+	})
+	if got := series(t, "coredns_amtrelay_canary_up"); len(got) != 0 {
+		t.Errorf("canary_up series after the canary was dropped: %v", got)
+	}
+	canaryTunnels.Lock()
+	n := len(canaryTunnels.byTarget)
+	canaryTunnels.Unlock()
+	if n != 0 {
+		t.Errorf("%d canary tunnels still running", n)
+	}
+}
+
+// The handshake modes: request (the default) fails a relay that answers Discoveries but no
+// Requests, or sets L; discovery keeps the old check.
+func TestHandshakeModes(t *testing.T) {
+	for _, tc := range []struct {
+		mode    amttest.Mode
+		option  string
+		want    string // answer for apexS
+		outcome string // probes_total result of the bad relay
+	}{
+		{amttest.RequestSilent, "", "127.0.0.91", "no_query"},
+		{amttest.Limit, "handshake request", "127.0.0.91", "limit"},
+		{amttest.RequestSilent, "handshake discovery", "127.0.0.91 127.0.0.92", "ok"},
+	} {
+		t.Run(fmt.Sprint(tc.mode, "/", tc.option), func(t *testing.T) {
+			good := startResponder(t, "127.0.0.91:0")
+			bad := startResponder(t, "127.0.0.92:0")
+			bad.SetMode(tc.mode)
+			logs := captureLog(t)
+			before := series(t, "coredns_amtrelay_probes_total")["relay=hb,result="+tc.outcome]
+			s := startServer(t, fmt.Sprintf(`in-addr.arpa:0 {
+	bind 127.0.0.1
+	amtrelay {
+		relay hg %s probe %s
+		relay hb %s probe %s
+		source 198.51.100.0/24 hg hb
+		health_check 200ms timeout 100ms %s
+		all_down serve
+	}
+}
+`, good.Addr().Addr(), good.Addr(), bad.Addr().Addr(), bad.Addr(), tc.option))
+			expectAddresses(t, s, tc.want)
+			eventually(t, "probes_total{hb,"+tc.outcome+"}", 5*time.Second, func() (bool, string) {
+				n := series(t, "coredns_amtrelay_probes_total")["relay=hb,result="+tc.outcome] - before
+				return n > 0, fmt.Sprint(n)
+			})
+			if tc.outcome != "ok" && !strings.Contains(logs.String(), "relay hb 127.0.0.92 down: "+tc.outcome+" at request x1") {
+				t.Errorf("Expected the transition log to name the step, got %q", logs)
+			}
+		})
+	}
+}
