@@ -61,8 +61,8 @@ func TestAdminModes(t *testing.T) {
 		}
 		return out
 	}
-	a.health.observe(ids("a", "b"), true, "ok")
-	a.health.observe(ids("c"), false, "timeout")
+	a.health.observe(ids("a", "b"), outcome{ok: true, result: "ok"})
+	a.health.observe(ids("c"), outcome{result: "timeout"})
 	answerA := func() string {
 		r, _ := serve(t, a, question(apexS, dns.TypeA))
 		if r.msg.Rcode != dns.RcodeSuccess {

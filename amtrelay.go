@@ -76,13 +76,17 @@ func (a *AMTRelay) Name() string { return pluginName }
 // ServeDNS implements plugin.Handler.
 func (a *AMTRelay) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	q := r.Question[0]
-	// Only class IN is ours; a CH or ANY query reaches a plugin only when the server enables other
-	// classes (forward or chaos in the block), and then it is theirs.
-	if q.Qclass != dns.ClassINET {
-		return plugin.NextOrFailure(a.Name(), a.Next, ctx, w, r)
-	}
 	zone := matchZone(a.cfg.zones, q.Name)
 	if zone == "" {
+		return plugin.NextOrFailure(a.Name(), a.Next, ctx, w, r)
+	}
+	// Only class IN is answered; a CH or ANY query reaches a plugin only when the server enables
+	// other classes (explain, forward or chaos in the block), and then it is the next plugin's,
+	// unless it asks for an explanation.
+	if q.Qclass != dns.ClassINET {
+		if a.isExplainQuery(q) {
+			return a.serveExplain(w, r, zone)
+		}
 		return plugin.NextOrFailure(a.Name(), a.Next, ctx, w, r)
 	}
 	var buf [16]*endpoint

@@ -130,7 +130,7 @@ func (p *prober) canaryLoop(ctx context.Context, c *check, canaries []*canary) {
 			if got == 0 {
 				result = "no data (tunnel " + st.tunnel.Status().State.String() + ")"
 			}
-			p.health.observeCanary(c.ids, cn.index, got > 0, result)
+			p.health.observeCanary(c.ids, cn.index, outcome{ok: got > 0, result: result})
 		}
 	}
 }
@@ -150,7 +150,7 @@ func (p *prober) canaryTunnel(ctx context.Context, c *check) *sharedTunnel {
 		}
 		if ctx.Err() == nil {
 			for _, cn := range p.canaries {
-				p.health.observeCanary(c.ids, cn.index, false, "no tunnel: "+err.Error())
+				p.health.observeCanary(c.ids, cn.index, outcome{result: "no tunnel: " + err.Error()})
 			}
 		}
 		select {

@@ -118,7 +118,7 @@ func (p *prober) probe(ctx context.Context, c *check) {
 	}
 	if err != nil {
 		probesTotal.WithLabelValues(c.relay.name, amt.ResultError.String()).Inc()
-		p.health.observe(c.ids, false, "error (resolving "+c.target.host+")")
+		p.health.observe(c.ids, outcome{result: "error (resolving " + c.target.host + ")"})
 		return
 	}
 
@@ -144,7 +144,7 @@ func (p *prober) probe(ctx context.Context, c *check) {
 			decided = o
 		}
 	}
-	p.health.observe(c.ids, decided.result == amt.ResultOK, decided.String())
+	p.health.observe(c.ids, outcome{ok: decided.result == amt.ResultOK, result: decided.String(), rtt: decided.rtt})
 }
 
 // probeOutcome is one probe of one address.

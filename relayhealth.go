@@ -2,9 +2,18 @@ package amtrelay
 
 import (
 	"sync"
+	"time"
 
 	"github.com/amtdns/amtrelay/health"
 )
+
+// outcome is the result of one check of an endpoint, as relay health records it.
+type outcome struct {
+	ok     bool
+	result string        // for logs and explanations: "ok", "no_query at request", "12 packets"
+	rtt    time.Duration // of a handshake that passed
+	at     time.Time
+}
 
 // healthSnapshot is relay health at one moment. It is immutable once published: queries read it
 // without locks, and a change publishes a new one.
@@ -39,15 +48,20 @@ type relayHealth struct {
 	mu       sync.Mutex
 	states   []health.State // by endpoint id
 	canaries []health.State // by endpoint id * len(cfg.canaries) + canary index
-	snap     *healthSnapshot
+	// The last outcome of each, for explanations.
+	lastProbe  []outcome
+	lastCanary []outcome
+	snap       *healthSnapshot
 }
 
 func newRelayHealth(cfg *config, publish func(*healthSnapshot)) *relayHealth {
 	h := &relayHealth{
 		cfg:      cfg,
 		publish:  publish,
-		states:   make([]health.State, len(cfg.endpoints)),
-		canaries: make([]health.State, len(cfg.endpoints)*len(cfg.canaries)),
+		states:     make([]health.State, len(cfg.endpoints)),
+		canaries:   make([]health.State, len(cfg.endpoints)*len(cfg.canaries)),
+		lastProbe:  make([]outcome, len(cfg.endpoints)),
+		lastCanary: make([]outcome, len(cfg.endpoints)*len(cfg.canaries)),
 	}
 	if !cfg.health.enabled() {
 		// Nothing will be probed: every endpoint is up and nothing is left to wait for.
@@ -92,14 +106,16 @@ func (h *relayHealth) build() *healthSnapshot {
 	return s
 }
 
-// observe records one handshake outcome for the endpoints ids (those a check decides) and
-// publishes what changed.
-func (h *relayHealth) observe(ids []int, ok bool, result string) {
+// observe records the outcome of one handshake check for the endpoints ids (those the check
+// decides) and publishes what changed.
+func (h *relayHealth) observe(ids []int, o outcome) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	o.at = time.Now()
 	changed := false
 	for _, id := range ids {
-		changed = h.record(&h.states[id], id, "", ok, result) || changed
+		h.lastProbe[id] = o
+		changed = h.record(&h.states[id], id, "", o) || changed
 	}
 	if changed {
 		h.commit()
@@ -108,14 +124,16 @@ func (h *relayHealth) observe(ids []int, ok bool, result string) {
 
 // observeCanary records, for the endpoints ids, whether data of canary c came through since the
 // last check, and publishes what changed.
-func (h *relayHealth) observeCanary(ids []int, c int, ok bool, result string) {
+func (h *relayHealth) observeCanary(ids []int, c int, o outcome) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	o.at = time.Now()
 	changed := false
 	cn := h.cfg.canaries[c]
 	for _, id := range ids {
-		st := &h.canaries[id*len(h.cfg.canaries)+c]
-		changed = h.record(st, id, " canary "+cn.text, ok, result) || changed
+		i := id*len(h.cfg.canaries) + c
+		h.lastCanary[i] = o
+		changed = h.record(&h.canaries[i], id, " canary "+cn.text, o) || changed
 	}
 	if changed {
 		h.commit()
@@ -124,18 +142,26 @@ func (h *relayHealth) observeCanary(ids []int, c int, ok bool, result string) {
 
 // record feeds one outcome to st, the state of endpoint id named by what, and logs a flip. It
 // reports whether a snapshot would change; the caller holds mu.
-func (h *relayHealth) record(st *health.State, id int, what string, ok bool, result string) bool {
+func (h *relayHealth) record(st *health.State, id int, what string, o outcome) bool {
 	first := !st.Observed()
-	flipped, streak := st.Observe(ok, h.cfg.health.policy)
+	flipped, streak := st.Observe(o.ok, h.cfg.health.policy)
 	if flipped {
 		e := h.cfg.endpoints[id]
-		if ok {
-			log.Infof("relay %s %s%s up: %s x%d", e.relay.name, e, what, result, streak)
+		if o.ok {
+			log.Infof("relay %s %s%s up: %s x%d", e.relay.name, e, what, o.result, streak)
 		} else {
-			log.Warningf("relay %s %s%s down: %s x%d", e.relay.name, e, what, result, streak)
+			log.Warningf("relay %s %s%s down: %s x%d", e.relay.name, e, what, o.result, streak)
 		}
 	}
 	return first || flipped
+}
+
+// last returns the last handshake outcome of endpoint id, and that of each of its canaries.
+func (h *relayHealth) last(id int) (probe outcome, canaries []outcome) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	nc := len(h.cfg.canaries)
+	return h.lastProbe[id], append([]outcome(nil), h.lastCanary[id*nc:id*nc+nc]...)
 }
 
 // commit publishes the states as a new snapshot and counts the relays that changed; the caller

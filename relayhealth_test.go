@@ -32,7 +32,7 @@ func TestHealthSnapshotsAreConsistent(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 2000 {
 		e := a.cfg.endpoints[rng.IntN(len(a.cfg.endpoints))]
-		a.health.observe([]int{e.id}, rng.IntN(2) == 0, "test")
+		a.health.observe([]int{e.id}, outcome{ok: rng.IntN(2) == 0, result: "test"})
 	}
 	if len(published) < 100 || !published[len(published)-1].observed {
 		t.Fatalf("Only %d snapshots published in 2000 random outcomes, or never all observed", len(published))
@@ -75,7 +75,7 @@ func TestFlappingNeverAnswersEmpty(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for !stop.Load() {
 				e := a.cfg.endpoints[rng.IntN(len(a.cfg.endpoints))]
-				a.health.observe([]int{e.id}, rng.IntN(2) == 0, "test")
+				a.health.observe([]int{e.id}, outcome{ok: rng.IntN(2) == 0, result: "test"})
 			}
 		}()
 	}

@@ -32,9 +32,20 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	a, err := newAMTRelay(cfg, generationOf(c))
+	gen, first := generationOf(c)
+	a, err := newAMTRelay(cfg, gen)
 	if err != nil {
 		return plugin.Error(pluginName, err)
+	}
+	// CoreDNS refuses classes other than IN before any plugin sees them, unless a plugin of the
+	// server block is in EnableChaos. The servers of a Corefile are made after every setup has run,
+	// so the entry is what the blocks of this Corefile want: reset by its first block, set by any
+	// block with explain.
+	if first {
+		delete(dnsserver.EnableChaos, pluginName)
+	}
+	if cfg.explain {
+		dnsserver.EnableChaos[pluginName] = struct{}{}
 	}
 	c.OnFirstStartup(func() error {
 		a.firstStartup = true
@@ -65,14 +76,15 @@ func setup(c *caddy.Controller) error {
 
 type generationKey struct{}
 
-// generationOf returns the generation token of the caddy instance c is setting up.
-func generationOf(c *caddy.Controller) *generation {
+// generationOf returns the generation token of the caddy instance c is setting up, and whether
+// this is its first amtrelay block.
+func generationOf(c *caddy.Controller) (g *generation, first bool) {
 	if g, ok := c.Get(generationKey{}).(*generation); ok {
-		return g
+		return g, false
 	}
-	g := new(generation)
+	g = new(generation)
 	c.Set(generationKey{}, g)
-	return g
+	return g, true
 }
 
 // Names of relays become Prometheus label values and log words: keep them plain.
@@ -236,6 +248,22 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 				}
 			}
 			cfg.canaries = append(cfg.canaries, cn)
+		case "explain":
+			cfg.explain, cfg.explainFrom = true, defaultExplainFrom
+			if args := c.RemainingArgs(); len(args) > 0 {
+				cfg.explainFrom = nil
+				for _, arg := range args {
+					p, err := netip.ParsePrefix(arg)
+					if err != nil {
+						a, aerr := netip.ParseAddr(arg)
+						if aerr != nil {
+							return nil, c.Errf("explain: %q is not a prefix or an address", arg)
+						}
+						p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+					}
+					cfg.explainFrom = append(cfg.explainFrom, p.Masked())
+				}
+			}
 		case "admin":
 			ac, err := parseAdmin(c)
 			if err != nil {

@@ -33,7 +33,8 @@ type sourcesFile struct {
 	loader  *table.FileLoader
 	publish func(*table.Table)
 
-	loadedAt atomic.Int64 // Unix nanoseconds when the table in service was built; read by metrics
+	loadedAt atomic.Int64           // Unix nanoseconds when the table in service was built; read by metrics
+	text     atomic.Pointer[string] // the version in service, for explanations
 
 	// Written by the first load in setup, then only by the watch goroutine.
 	prefixes  int    // in the table in service
@@ -76,6 +77,7 @@ func (s *sourcesFile) apply(ctx context.Context, text string) error {
 		return err
 	}
 	s.inService = true
+	s.text.Store(&text)
 	s.prefixes = t.Len4() + t.Len6()
 	s.loadedAt.Store(time.Now().UnixNano())
 	s.publish(t)

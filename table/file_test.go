@@ -458,3 +458,22 @@ func TestReadFields(t *testing.T) {
 		t.Errorf("Comment-only text: %v", err)
 	}
 }
+
+func TestFindPrefix(t *testing.T) {
+	text := "# header\n10.0.0.0/8 r1\n\n198.51.100.7 r2 # a host\r\n::ffff:203.0.113.0/120 r1\n2001:DB8::/32 r1\nbad line\n"
+	for _, tc := range []struct {
+		p    string
+		line int
+	}{
+		{"10.0.0.0/8", 2},
+		{"198.51.100.7/32", 4},
+		{"203.0.113.0/24", 5}, // written IPv4-mapped
+		{"2001:db8::/32", 6},
+		{"10.0.0.0/9", 0},
+	} {
+		line, ok := FindPrefix(text, netip.MustParsePrefix(tc.p))
+		if line != tc.line || ok != (tc.line > 0) {
+			t.Errorf("FindPrefix(%s) = %d %v, want line %d", tc.p, line, ok, tc.line)
+		}
+	}
+}
