@@ -56,8 +56,8 @@ type relayHealth struct {
 
 func newRelayHealth(cfg *config, publish func(*healthSnapshot)) *relayHealth {
 	h := &relayHealth{
-		cfg:      cfg,
-		publish:  publish,
+		cfg:        cfg,
+		publish:    publish,
 		states:     make([]health.State, len(cfg.endpoints)),
 		canaries:   make([]health.State, len(cfg.endpoints)*len(cfg.canaries)),
 		lastProbe:  make([]outcome, len(cfg.endpoints)),
