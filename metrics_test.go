@@ -1,7 +1,10 @@
 package amtrelay
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -71,9 +74,11 @@ func TestMetricNames(t *testing.T) {
 	probesTotal.WithLabelValues("lint", "ok")
 	probeDuration.WithLabelValues("lint").Observe(0.001)
 	tableReloads.WithLabelValues("success")
+	relayAnswers.WithLabelValues("lint")
+	canaryPackets.WithLabelValues("lint", "10.0.0.0/8")
 	defer deleteRelaySeries("lint")
 	defer deleteZoneSeries("lint.")
-	for _, c := range []prometheus.Collector{requestsTotal, relayTransitions, probesTotal, probeDuration, tableReloads, stateCollector{}} {
+	for _, c := range []prometheus.Collector{requestsTotal, relayTransitions, relayAnswers, probesTotal, probeDuration, canaryPackets, tableReloads, stateCollector{}} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
 			t.Fatal(err)
@@ -130,5 +135,62 @@ func TestRelayAnswersCounted(t *testing.T) {
 		if got := count(relay) - before[relay]; got != want {
 			t.Errorf("relay_answers_total{%s} grew by %v, want %v", relay, got, want)
 		}
+	}
+}
+
+// pluginMetricNames is every metric name the plugin's collectors describe.
+func pluginMetricNames(t *testing.T) map[string]bool {
+	t.Helper()
+	ch := make(chan *prometheus.Desc, 64)
+	for _, c := range []prometheus.Collector{requestsTotal, relayTransitions, relayAnswers, probesTotal, probeDuration, canaryPackets, tableReloads, stateCollector{}} {
+		c.Describe(ch)
+	}
+	close(ch)
+	names := map[string]bool{}
+	fqName := regexp.MustCompile(`fqName: "([a-z_]+)"`)
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			names[m[1]] = true
+		}
+	}
+	return names
+}
+
+// The Grafana dashboard queries only metrics the plugin exports, and shows each of them.
+func TestGrafanaDashboard(t *testing.T) {
+	raw, err := os.ReadFile("contrib/grafana/amtrelay.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("Dashboard JSON: %v", err)
+	}
+	exported := pluginMetricNames(t)
+	shown := map[string]bool{}
+	metric := regexp.MustCompile(`coredns_amtrelay_[a-z_]+`)
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			for _, name := range metric.FindAllString(target.Expr, -1) {
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+				if !exported[base] {
+					t.Errorf("Panel %q queries %s, which the plugin does not export", p.Title, name)
+				}
+				shown[base] = true
+			}
+		}
+	}
+	for name := range exported {
+		if !shown[name] {
+			t.Errorf("The dashboard shows nothing of %s", name)
+		}
+	}
+	if len(exported) < 10 {
+		t.Errorf("Only %d metrics described: %v", len(exported), exported)
 	}
 }
