@@ -7,11 +7,13 @@
 #   2. memory: RSS and live heap of amtrelay with 1M IPv4 + 200k IPv6 prefixes;
 #   2b. reload loop: QPS of that server while a new sources file replaces the old every second,
 #      against QPS while the file stays put;
+#   2c. canaries: the plugin's CPU and memory with 1,000 relay addresses and 4 canary channels of
+#      1 packet/s on each, against the same relays without canaries;
 #   3. the Go micro-benchmarks of the root package, revname, table and amt;
 #   4. the key ratios, as the last lines of the output.
 #
 # Usage: bench/run.sh [--only SECTIONS] [--quick] [--profile]
-#   --only      a comma-separated subset of servers,memory,reload,go (default: all four)
+#   --only      a comma-separated subset of servers,memory,reload,canaries,go (default: all)
 #   --quick     one short round and short Go benchtimes: checks that everything runs, no figures
 #   --profile   also take a CPU profile of whoami and of amtrelay under dnsperf load (adds ~30 s;
 #               BENCH_PROFILE=1 does the same, for `make bench`)
@@ -30,8 +32,11 @@
 #   BENCH_RELOAD_ROUNDS   reload-loop rounds, each a steady and a reloading phase (default 3; 0 skips)
 #   BENCH_RELOAD_SECONDS  dnsperf run per phase (default 10)
 #   BENCH_RELOAD_INTERVAL the server's sources reload interval (default 1s)
+#   BENCH_CANARY_RELAYS   relay addresses of the canaries section (default 1000)
+#   BENCH_CANARY_SECONDS  CPU measurement per phase of the canaries section (default 60)
 #
-# Only loopback addresses are used: servers on 127.0.0.1, relay responders on 127.0.0.10-59.
+# Only loopback addresses are used: servers on 127.0.0.1, relay responders on 127.0.0.10-59 and,
+# for the canaries, on 127.0.4.1 onwards.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,12 +53,14 @@ BUDGET=${BENCH_BUDGET:-840}
 RELOAD_ROUNDS=${BENCH_RELOAD_ROUNDS:-3}
 RELOAD_SECONDS=${BENCH_RELOAD_SECONDS:-10}
 RELOAD_INTERVAL=${BENCH_RELOAD_INTERVAL:-1s}
+CANARY_RELAYS=${BENCH_CANARY_RELAYS:-1000}
+CANARY_SECONDS=${BENCH_CANARY_SECONDS:-60}
 METRICS_ADDR=127.0.0.1:19153
 READY_ADDR=127.0.0.1:18181
 PPROF_ADDR=127.0.0.1:16053
 WARMUP_SECONDS=1
 
-sections=servers,memory,reload,go
+sections=servers,memory,reload,canaries,go
 quick=0
 profile=${BENCH_PROFILE:-0}
 while (($#)); do
@@ -76,23 +83,25 @@ while (($#)); do
 	esac
 	shift
 done
-run_servers=0 run_memory=0 run_reload=0 run_go=0
+run_servers=0 run_memory=0 run_reload=0 run_canaries=0 run_go=0
 for section in ${sections//,/ }; do
 	case $section in
 	servers) run_servers=1 ;;
 	memory) run_memory=1 ;;
 	reload) run_reload=1 ;;
+	canaries) run_canaries=1 ;;
 	go) run_go=1 ;;
 	*)
-		echo "bench/run.sh: unknown section $section (servers, memory, reload, go)" >&2
+		echo "bench/run.sh: unknown section $section (servers, memory, reload, canaries, go)" >&2
 		exit 2
 		;;
 	esac
 done
 # the sections that start cmd/coredns
-run_dns=$((run_servers || run_memory || run_reload))
+run_dns=$((run_servers || run_memory || run_reload || run_canaries))
 if ((quick)); then
 	ROUNDS=1 SECONDS_TP=2 LAT_SECONDS=1 GO_BENCHTIME=1x RELOAD_ROUNDS=1 RELOAD_SECONDS=3
+	CANARY_RELAYS=50 CANARY_SECONDS=5
 fi
 ((RELOAD_ROUNDS > 0)) || run_reload=0
 
@@ -413,6 +422,69 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Go benchmarks
 
+# ---------------------------------------------------------------------------------------------
+# Canaries: CANARY_RELAYS relay addresses, each with a tunnel joining 4 canary channels that a
+# beacon feeds at 1 packet/s (amt-responder -beacon 1s), probed every 5 s, against the same relays
+# without canaries. The figure is the server's CPU time over CANARY_SECONDS after a warm-up that
+# lets every tunnel establish, as a share of one core, and its RSS.
+
+canary_phase() { # canary_phase NAME COREFILE
+	local name=$1 corefile=$2 ticks0 ticks1 up
+	start_server "$name" "$corefile" 60
+	wait_ready
+	sleep $((CANARY_SECONDS < 20 ? 5 : 20))
+	ticks0=$(server_ticks)
+	sleep "$CANARY_SECONDS"
+	ticks1=$(server_ticks)
+	up=$(curl -s --max-time 10 "http://$METRICS_ADDR/metrics" | awk '/^coredns_amtrelay_canary_up\{/ && $NF == 1 { n++ } END { print n + 0 }')
+	printf '%s\t%s\t%s\t%s\n' "$name" \
+		"$(awk -v t=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v s="$CANARY_SECONDS" 'BEGIN { printf "%.4f", t / hz / s }')" \
+		"$(rss_kb)" "$up" >>"$RESULTS/canaries.tsv"
+	log "canaries $name: $(tail -n1 "$RESULTS/canaries.tsv" | cut -f2) of a core, RSS $(rss_kb) kB, $up canary_up series at 1"
+	stop_server
+}
+
+if ((run_canaries)); then
+	log "canaries: $CANARY_RELAYS fixture relay addresses with a 1 s beacon"
+	listen_args=()
+	relays="" names=""
+	for ((i = 0; i < CANARY_RELAYS; i++)); do
+		addr=127.0.$((4 + i / 250)).$((1 + i % 250))
+		listen_args+=(-listen "$addr:2268")
+		relays+="        relay c$i $addr"$'\n'
+		names+=" c$i"
+	done
+	"$OUT/bin/amt-responder" -beacon 1s "${listen_args[@]}" 2>"$OUT/logs/canary-responders.log" &
+	responders_pid=$!
+	sleep 1
+	kill -0 "$responders_pid" 2>/dev/null || die "amt-responder (see $OUT/logs/canary-responders.log)"
+	for with in canaries handshake; do
+		canaries=""
+		if [[ $with == canaries ]]; then
+			for c in 0 1 2 3; do
+				canaries+="        canary 198.51.100.$((c * 64))/26 10.99.0.$((c + 1)) 232.1.1.$((c + 1))"$'\n'
+			done
+		fi
+		cat >"$GEN/Corefile.$with" <<EOF
+in-addr.arpa:$PORT {
+    bind 127.0.0.1
+    prometheus $METRICS_ADDR
+    ready $READY_ADDR
+    amtrelay {
+$relays        source 198.51.100.0/24$names
+$canaries        health_check 5s timeout 1s
+    }
+}
+EOF
+	done
+	printf 'phase\tcore_share\trss_kb\tcanaries_up\n' >"$RESULTS/canaries.tsv"
+	canary_phase canaries Corefile.canaries
+	canary_phase handshake Corefile.handshake
+	kill -TERM "$responders_pid" 2>/dev/null || true
+	wait "$responders_pid" 2>/dev/null || true
+	responders_pid=""
+fi
+
 if ((run_go)); then
 	gobench() { # gobench PKG REGEXP [BENCHTIME]
 		log "go test -bench '$2' $1"
@@ -463,6 +535,12 @@ go_metric() {
 			printf '  %-9s %9.0f qps   CPU %7.2f us/query   mean %9.1f us   p99 %9.1f us\n' "$s" \
 				"$(col $s 3 | median)" "$(col $s 9 | median)" "$(col $s 6 | median)" "$(col $s 7 | median)"
 		done
+	fi
+	if [[ -s $RESULTS/canaries.tsv ]]; then
+		awk -F'\t' -v n="$CANARY_RELAYS" 'NR > 1 { share[$1] = $2; rss[$1] = $3; up[$1] = $4 }
+			END { printf "canaries: %d relays x 4 at 1 pkt/s   %.2f%% of a core (< 5%%: %s), RSS %d MB; without canaries %.2f%%, RSS %d MB; canary_up %d of %d\n",
+				n, share["canaries"] * 100, share["canaries"] < 0.05 ? "met" : "MISSED", rss["canaries"] / 1024,
+				share["handshake"] * 100, rss["handshake"] / 1024, up["canaries"], n * 4 }' "$RESULTS/canaries.tsv"
 	fi
 	if [[ -s $RESULTS/memory.tsv ]]; then
 		awk -F'\t' '{ m[$1] = $2 } END {

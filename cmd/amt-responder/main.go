@@ -10,7 +10,7 @@
 // Usage:
 //
 //	amt-responder -listen 100.64.1.10:2268 [-listen ADDR:PORT ...] [-advertise ADDR] [-mode MODE]
-//	    [-data-interface IF -data-port N] [-gateway-timeout D] [-qqic D] [-gateway-field]
+//	    [-data-interface IF -data-port N] [-gateway-timeout D] [-qqic D] [-gateway-field] [-beacon D]
 //
 // -advertise sets the relay address put in every Advertisement (default: the
 // listen address itself). -mode selects a misbehaviour of package amttest:
@@ -32,6 +32,10 @@
 // amtrelayd), which gateways use to pace their refreshes; -gateway-field
 // sets the G flag in Queries (gateway address and port appended), which
 // relays that take Teardowns send and amtrelayd does not.
+//
+// -beacon D sends, every D, one Multicast Data message of every joined
+// channel to the gateways joined to it, as if a beacon sent on each channel
+// the relay has a path to: for benchmarks without a multicast sender.
 //
 // It runs until SIGINT or SIGTERM and then exits 0; a failed bind or an
 // unknown data interface exits 1, a usage error 2.
@@ -83,6 +87,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	gwTimeout := fs.Duration("gateway-timeout", amttest.DefaultGatewayTimeout, "how long a join lasts after the last Update naming it")
 	qqi := fs.Duration("qqic", amttest.DefaultQQI, "Querier's Query Interval put in Queries (whole seconds, 1s to 31744s)")
 	gwField := fs.Bool("gateway-field", false, "set the G flag in Queries (gateway address and port appended)")
+	beaconEvery := fs.Duration("beacon", 0, "send a data packet of every joined channel every `D` (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -117,6 +122,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	if *qqi < time.Second || *qqi > 31744*time.Second || *qqi%time.Second != 0 {
 		return fail(2, "-qqic %v is not whole seconds from 1s to 31744s", *qqi)
+	}
+	if *beaconEvery < 0 {
+		return fail(2, "-beacon must not be negative")
 	}
 
 	// Everything is validated before anything binds, so a usage error never
@@ -173,6 +181,34 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "amt-responder: %s: qqi %v, gateway timeout %v, gateway field %v, %s\n", r.Addr(), *qqi, *gwTimeout, *gwField, data)
 	}
+	if *beaconEvery > 0 {
+		beacon(ctx, rs, *beaconEvery)
+	}
 	<-ctx.Done()
 	return 0
+}
+
+// beacon injects one data packet of every joined channel into each responder every interval, until
+// ctx ends.
+func beacon(ctx context.Context, rs []*amttest.Responder, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	payload := []byte("beacon")
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, r := range rs {
+			seen := map[[2]netip.Addr]bool{}
+			for _, m := range r.Memberships() {
+				k := [2]netip.Addr{m.Source, m.Group}
+				if !seen[k] {
+					seen[k] = true
+					r.Inject(m.Source, m.Group, payload)
+				}
+			}
+		}
+	}
 }

@@ -199,6 +199,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"-listen", "127.0.0.1:0", "-gateway-timeout", "0s"},
 		{"-listen", "127.0.0.1:0", "-gateway-timeout", "-1s"},
 		{"-listen", "127.0.0.1:0", "-gateway-timeout", "soon"},
+		{"-listen", "127.0.0.1:0", "-beacon", "-1s"},
 	} {
 		var out bytes.Buffer
 		if code := run(context.Background(), args, &out); code != 2 {
@@ -207,5 +208,36 @@ func TestRunUsageErrors(t *testing.T) {
 		if out.Len() == 0 {
 			t.Errorf("Run(%q) printed no message", args)
 		}
+	}
+}
+
+// -beacon sends a data packet of every joined channel on its own.
+func TestRunBeacon(t *testing.T) {
+	addrs, _, stop := startRun(t, "-listen", "127.0.0.3:0", "-beacon", "50ms")
+	defer stop()
+	tun, err := amt.NewTunnel(addrs[0], amt.TunnelOptions{ReplyTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, g := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("232.1.1.1")
+	if err := tun.Join(s, g); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tun.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for tun.Packets(s, g) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d packets after 10s of a 50ms beacon (%+v)", tun.Packets(s, g), tun.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
