@@ -135,6 +135,20 @@ func (p *prober) canaryLoop(ctx context.Context, c *check, canaries []*canary) {
 	}
 }
 
+// tunnelOptions paces a canary tunnel by the health checks: it sends a Request and its joins every
+// interval, so that a relay that lost its gateway state (a restart) carries the canary again within
+// an interval, and it retries a relay that failed or set L after an interval, not after the
+// minutes a gateway would wait: whether the relay takes gateways is the handshake probe's business;
+// the canary's is whether data comes.
+func (p *prober) tunnelOptions() amt.TunnelOptions {
+	return amt.TunnelOptions{
+		ReplyTimeout:  p.hc.timeout,
+		Refresh:       p.hc.interval,
+		MaxBackoff:    p.hc.interval,
+		LimitHoldDown: p.hc.interval,
+	}
+}
+
 // canaryTunnel acquires the tunnel to the check's target, looking a name up first; while that
 // fails, the canaries fail every interval. It returns nil when ctx ends.
 func (p *prober) canaryTunnel(ctx context.Context, c *check) *sharedTunnel {
@@ -143,7 +157,7 @@ func (p *prober) canaryTunnel(ctx context.Context, c *check) *sharedTunnel {
 		var st *sharedTunnel
 		if err == nil {
 			// The first address in sorted order: the same one every time the name has not changed.
-			st, err = acquireTunnel(targets[0], amt.TunnelOptions{ReplyTimeout: p.hc.timeout})
+			st, err = acquireTunnel(targets[0], p.tunnelOptions())
 		}
 		if err == nil {
 			return st

@@ -15,8 +15,9 @@
 #   bash e2e/run.sh --list              list the steps
 #   bash e2e/run.sh --keep              keep the work dir (configs, logs) and print its path
 #   bash e2e/run.sh --no-install        do not apt-get anything, fail if a tool is missing
-#   E2E_PREBUILT=DIR bash e2e/run.sh    use DIR/coredns and DIR/amt-responder instead of building
-# Steps: topology direct unbound failover recovery reload all_down. "topology"
+#   E2E_PREBUILT=DIR bash e2e/run.sh    use the programs already built in DIR instead of building
+# Steps: topology direct unbound failover recovery reload table all_down handshake canary
+# restart. "topology"
 # (build the network, start every server, wait for convergence) always runs;
 # each other step first brings the network to the state it needs, so any one
 # can run alone.
@@ -36,7 +37,7 @@ set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 P=amte2e # namespace prefix
-ALL_STEPS=(topology direct unbound failover recovery reload table all_down)
+ALL_STEPS=(topology direct unbound failover recovery reload table all_down handshake canary restart)
 DEADLINE=${E2E_DEADLINE:-270}
 
 only="" keep=0 install=1
@@ -121,18 +122,19 @@ install_packages() {
 	fi
 }
 
+# The suite's programs: the server, the fixture relay, the multicast sender.
+PROGRAMS=(cmd/coredns cmd/amt-responder e2e/mcastsend)
+
 build() {
-	local go=${GO:-go}
-	(cd "$ROOT" && "$go" build -o "$BIN/coredns" ./cmd/coredns) >"$WORK/log/build.log" 2>&1 || {
-		echo "go build ./cmd/coredns failed:" >&2
-		tail -n 30 "$WORK/log/build.log" >&2
-		return 1
-	}
-	(cd "$ROOT" && "$go" build -o "$BIN/amt-responder" ./cmd/amt-responder) >>"$WORK/log/build.log" 2>&1 || {
-		echo "go build ./cmd/amt-responder failed:" >&2
-		tail -n 30 "$WORK/log/build.log" >&2
-		return 1
-	}
+	local go=${GO:-go} pkg
+	: >"$WORK/log/build.log"
+	for pkg in "${PROGRAMS[@]}"; do
+		(cd "$ROOT" && "$go" build -o "$BIN/${pkg##*/}" "./$pkg") >>"$WORK/log/build.log" 2>&1 || {
+			echo "go build ./$pkg failed:" >&2
+			tail -n 30 "$WORK/log/build.log" >&2
+			return 1
+		}
+	done
 	# Not a pipe into grep -q: under pipefail, grep quitting early would SIGPIPE coredns and fail.
 	local plugins
 	plugins=$("$BIN/coredns" -plugins 2>/dev/null)
@@ -222,13 +224,13 @@ trap 'on_signal TERM' TERM
 
 T_BUILD=$(now_ms)
 if [ -n "${E2E_PREBUILT:-}" ]; then
-	# Development aid: use already built coredns and amt-responder from a dir.
-	cp "$E2E_PREBUILT/coredns" "$E2E_PREBUILT/amt-responder" "$BIN/" || exit 1
+	# Development aid: use already built programs from a dir.
+	for pkg in "${PROGRAMS[@]}"; do cp "$E2E_PREBUILT/${pkg##*/}" "$BIN/" || exit 1; done
 else
 	build || exit 1
 fi
 T_BUILD=$(($(now_ms) - T_BUILD))
-say "built coredns (with amtrelay) and amt-responder in $(fmt_ms "$T_BUILD")"
+say "built ${PROGRAMS[*]##*/} in $(fmt_ms "$T_BUILD")"
 
 # Watchdog: the scenarios must finish within DEADLINE seconds.
 (

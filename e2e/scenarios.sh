@@ -490,3 +490,184 @@ step_all_down() {
 	expect_negative "net2 AMTRELAY under all_down nodata -> NODATA+SOA" NOERROR "$AMT_NAME"
 	[ -z "$STEP_FAILED" ]
 }
+
+# ---------------------------------------------------------------- helpers of the data-plane steps
+# n2_serial: the SOA serial net2 answers at the apex; it changes with every configuration load.
+n2_serial() { dq n8 "@$N2_DNS" "$AMT_NAME" SOA && q_rrs ANSWER SOA | awk '{ print $5; exit }'; }
+
+# n2_apply_corefile VARIANT: write net2's Corefile and wait until net2 serves it (the reload plugin
+# checks every 2 s).
+n2_apply_corefile() {
+	local before
+	grep -q "^# net2 ($1):" "$WORK/conf/Corefile.n2" && return 0
+	before=$(n2_serial)
+	n2_corefile "$1" >"$WORK/conf/Corefile.n2.new" && mv "$WORK/conf/Corefile.n2.new" "$WORK/conf/Corefile.n2"
+	wait_for "net2 to load its $1 Corefile" 15 0.2 eval '[ -n "$(n2_serial)" ] && [ "$(n2_serial)" != "$before" ]'
+}
+
+# set_relay_mode NAME MODE: restart the responder of relay NAME in MODE.
+set_relay_mode() {
+	local node listen
+	read -r node listen <<<"$(relay_listen "$1")"
+	stop_proc "relay-$1"
+	start_relay "$node" "$1" "$listen" "$2"
+}
+
+# canary_up_all NODE VALUE RELAY...: coredns_amtrelay_canary_up is VALUE for every RELAY.
+canary_up_all() {
+	local node=$1 want=$2 m r
+	shift 2
+	m=$(metrics "$node")
+	for r in "$@"; do
+		[ "$(awk -v r="relay=\"$r\"" 'index($0, "coredns_amtrelay_canary_up{") == 1 && index($0, r) { print $NF; exit }' <<<"$m")" = "$want" ] || return 1
+	done
+}
+
+# ---------------------------------------------------------------- 9. handshake
+# A relay that answers Relay Discovery but no Request, then one whose Queries
+# carry the L flag: the default `handshake request` check leaves each out,
+# and the log names the step that failed.
+step_handshake() {
+	wait_baseline || return 1
+	local limit=$((HC_FAILS * HC_INTERVAL * 1000 + HC_TIMEOUT_MS + 1000))
+	local spec mode result t0 t addr=${N2_RELAYS_V4[1]}
+	for spec in request_silent:no_query limit:limit; do
+		mode=${spec%%:*} result=${spec#*:}
+		t0=$(now_ms)
+		set_relay_mode r2b "$mode"
+		if wait_for "net2 to leave r2b out" 10 0.1 eval '[ "$(short_set n8 $N2_DNS $AMT_NAME A)" = "${N2_RELAYS_V4[0]}" ]'; then
+			t=$(log_ms dns-n2 "$t0" "plugin/amtrelay: relay r2b $addr down: $result at request")
+			if [ -z "$t" ]; then
+				bad "r2b in mode $mode left the answers, but no 'down: $result at request' in net2's log"
+			elif [ "$t" -le "$limit" ]; then
+				ok "r2b answering Discovery, mode $mode: down ($result at request) after $(fmt_ms "$t") (limit fails*interval+timeout+1s = $(fmt_ms "$limit"))"
+			else
+				bad "r2b in mode $mode marked down after $(fmt_ms "$t") > $(fmt_ms "$limit")"
+			fi
+		else
+			bad "$WAIT_ERR (got $(short_set n8 "$N2_DNS" "$AMT_NAME" A))"
+		fi
+		[ "$(ready_code n2)" = 200 ] || bad "net2 not ready with one relay refusing tunnels ($(ready_code n2))"
+		set_relay_mode r2b normal
+		wait_for "r2b back in net2's answers" 10 0.2 eval '[ "$(short_set n8 $N2_DNS $AMT_NAME A)" = "$N2_SET" ]' ||
+			bad "$WAIT_ERR (got $(short_set n8 "$N2_DNS" "$AMT_NAME" A))"
+	done
+	local m
+	m=$(metrics n2)
+	for result in no_query limit; do
+		grep -q "^coredns_amtrelay_probes_total{relay=\"r2b\",result=\"$result\"}" <<<"$m" &&
+			ok "probes_total{relay=\"r2b\",result=\"$result\"} counted" || bad "no probes_total{result=\"$result\"} for r2b"
+	done
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 10. canary
+# net2's relays reach S's network through their data link; the beacon's canary
+# channel shows it. Cut the link: net2 stops handing out its relays for sources
+# under the canary (other sources keep them), and with all_down fallthrough it
+# hands S's names to net1, so the user gets net1's relays while net2 stays
+# announced. Restore the link: back.
+step_canary() {
+	wait_baseline || return 1
+	local relays_n2=(r2a r2b r2v6 r2name)
+	n2_apply_corefile fallthrough || { bad "$WAIT_ERR"; return 1; }
+	ok "net2 serves all_down fallthrough"
+	wait_for "every net2 relay's canary up" 10 0.2 canary_up_all n2 1 "${relays_n2[@]}" ||
+		{ bad "$WAIT_ERR"; return 1; }
+	ok "canary_up 1 for every net2 relay: the beacon's data comes through each"
+	# A canary passes an interval in which its data came; the interval that straddles the cut
+	# still has data, so detection takes between fails and fails+1 intervals.
+	local limit=$(((HC_FAILS + 1) * HC_INTERVAL * 1000 + HC_TIMEOUT_MS + 1000))
+	local t0 t t_left="" r per_relay="" t_last=0
+	t0=$(now_ms)
+	data_link n2 down
+	if wait_for "net2 to hand S on to net1" 15 0.1 eval '[ "$(short_set n8 $N2_DNS $AMT_NAME A)" = "$N1_SET" ]'; then
+		t_left=$(($(now_ms) - t0))
+	fi
+	for r in "${relays_n2[@]}"; do
+		t=$(log_ms dns-n2 "$t0" "plugin/amtrelay: relay $r [^ ]+ canary 198\\.51\\.100\\.0/24 down:")
+		per_relay+=" $r ${t:+$(fmt_ms "$t")}"
+		[ -n "$t" ] && [ "$t" -gt "$t_last" ] && t_last=$t
+	done
+	note "data link cut at t=0; canaries down at:$per_relay"
+	if [ -z "$t_left" ]; then
+		bad "net2 still answers $(short_set n8 "$N2_DNS" "$AMT_NAME" A) for S"
+	else
+		say "    canary detection (link cut -> net2 hands S on): $(fmt_ms "$t_left") (limit (fails+1)*interval+timeout+1s = $(fmt_ms "$limit"))"
+		[ "$t_left" -le "$limit" ] && ok "net2 stopped handing out its relays for S after $(fmt_ms "$t_left"); S's name goes to net1 ($N1_SET)" ||
+			bad "net2 handed S on after $(fmt_ms "$t_left") > $(fmt_ms "$limit")"
+	fi
+	local got
+	got=$(short_set n8 "$N2_DNS" "amt.$REV_S_V6" A)
+	[ "$got" = "${N2_RELAYS_V4[0]}" ] && ok "a source under no canary ($S_V6) still gets net2's relay ($got)" ||
+		bad "source $S_V6 at net2: want ${N2_RELAYS_V4[0]}, got [$got]"
+	[ "$(ready_code n2)" = 200 ] && [ "$(anycast_via)" = n2 ] && ok "net2 stays ready and announced: losing S is no reason to withdraw every source" ||
+		bad "net2 ready $(ready_code n2), anycast via $(anycast_via)"
+	wait_for "the user seeing net1's relays through Unbound and net2" $((ANSWER_TTL + 5)) 0.2 eval '[ "$(user_a)" = "$N1_SET" ]' &&
+		ok "user, through Unbound: net1's relays ($N1_SET) after $(fmt_ms "$WAITED_MS")" || bad "$WAIT_ERR (last: $(user_a))"
+	wait_for "canary_up 0 for every net2 relay" 5 0.2 canary_up_all n2 0 "${relays_n2[@]}" && ok "canary_up 0 for every net2 relay" || bad "$WAIT_ERR"
+
+	t0=$(now_ms)
+	data_link n2 up
+	if wait_for "net2's relays back for S" 15 0.1 eval '[ "$(short_set n8 $N2_DNS $AMT_NAME A)" = "$N2_SET" ]'; then
+		ok "link restored: net2 answers its own relays for S again after $(fmt_ms "$WAITED_MS") (rises $HC_RISES x ${HC_INTERVAL}s)"
+	else
+		bad "$WAIT_ERR (got $(short_set n8 "$N2_DNS" "$AMT_NAME" A))"
+	fi
+	wait_for "the user seeing net2's relays" $((ANSWER_TTL + 5)) 0.2 eval '[ "$(user_a)" = "$N2_SET" ]' &&
+		ok "user, through Unbound: net2's relays again" || bad "$WAIT_ERR (last: $(user_a))"
+	n2_apply_corefile base || bad "$WAIT_ERR"
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 12. restart
+# net2's CoreDNS is restarted under query load, with shutdown_grace: on
+# SIGTERM it turns unready at once and keeps answering while route-control
+# withdraws the anycast route; only then does it stop. No user query fails.
+step_restart() {
+	wait_baseline || return 1
+	rm -f "$WORK/run/loop-stop"
+	query_loop direct n8 "$ANYCAST" &
+	local p1=$!
+	query_loop resolver n8 "$RESOLVER" &
+	local p2=$!
+	LOOP_PIDS=("$p1" "$p2")
+	nap 1
+	local t0 pid i t_exit="" t_withdrawn t_route t_notready t_back=""
+	pid=${PIDS[dns-n2]}
+	t0=$(now_ms)
+	kill -TERM "$pid"
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		nap 0.05
+	done
+	kill -0 "$pid" 2>/dev/null || t_exit=$(($(now_ms) - t0))
+	wait "$pid" 2>/dev/null
+	unset "PIDS[dns-n2]"
+	t_notready=$(log_ms dns-n2 "$t0" "Shutting down: not ready")
+	t_withdrawn=$(log_ms route-control "$t0" "withdrew $ANYCAST/32")
+	t_route=$(log_ms routes-ix "$t0" "^$ANYCAST via 100\\.64\\.101\\.2 ")
+	start_proc dns-n2 n2 "$BIN/coredns" -conf "$WORK/conf/Corefile.n2"
+	if wait_for "net2 announced again" 20 0.2 eval '[ "$(anycast_via)" = n2 ]'; then
+		t_back=$(($(now_ms) - t0))
+	fi
+	wait_for "query loops to run past the restart" 15 0.2 loops_past "$(now_ms)" || note "$WAIT_ERR"
+	touch "$WORK/run/loop-stop"
+	wait "$p1" "$p2"
+	LOOP_PIDS=()
+	note "SIGTERM at t=0: not ready ${t_notready:+at $(fmt_ms "$t_notready")}, route-control withdrew ${t_withdrawn:+at $(fmt_ms "$t_withdrawn")}, ix routes the anycast to net1 ${t_route:+at $(fmt_ms "$t_route")}, server stopped ${t_exit:+at $(fmt_ms "$t_exit")}, announced again ${t_back:+at $(fmt_ms "$t_back")}"
+	if [ -n "$t_route" ] && [ -n "$t_exit" ] && [ "$t_route" -lt "$t_exit" ]; then
+		say "    route withdrawn $(fmt_ms "$t_route") after SIGTERM, server stopped answering $(fmt_ms "$t_exit") after (shutdown_grace ${SHUTDOWN_GRACE}s)"
+		ok "the route was withdrawn before the server stopped answering"
+	else
+		bad "route withdrawn at ${t_route:-never}, server stopped at ${t_exit:-never} (ms after SIGTERM)"
+	fi
+	local f n nf
+	for f in direct resolver; do
+		n=$(loop_count ok "$f") nf=$(loop_count fail "$f")
+		[ "$nf" -eq 0 ] && [ "$n" -gt 0 ] && ok "$f query loop ($([ $f = direct ] && echo "to the anycast address" || echo "through Unbound")): $n queries across the restart, 0 failed" ||
+			bad "$f query loop: $nf failed of $((n + nf)):$(grep '^fail' "$WORK/run/loop-$f" | cut -d' ' -f3- | head -n3 | tr '\n' ';')"
+	done
+	wait_for "net2 ready" 20 0.2 is_ready n2 || bad "$WAIT_ERR"
+	[ -z "$STEP_FAILED" ]
+}

@@ -6,9 +6,17 @@
 #               /        |         \
 #   net1 (AS64501)   net2 (AS64502)   net8 (AS64508, unicast only)
 #   source S         relays r2*       Unbound recursive resolver
-#   relays r1*       AMT DNS          client (dig/kdig)
+#   relays r1*       AMT DNS          client (dig/kdig, amtdiscover)
 #   AMT DNS          route-control
 #   reverse zone
+#        \              /
+#   n1-mc \            / n2-mc      multicast data links (192.168.250.0/24)
+#           src (bridge br0): S's host, sending S's stream and a beacon
+#
+# The relays' multicast connectivity to S is the src bridge: S's stream
+# (S, 232.1.1.2) and a beacon (198.51.100.1, 232.1.1.1) reach every relay of
+# net1 on n1-mc and of net2 on n2-mc; cutting n2-mc is net2 losing its path
+# to S.
 #
 # The anycast AMT DNS address is announced by net1 (prepended twice, so it is
 # the backup) and by net2 (only while its /ready is 200, by
@@ -38,6 +46,10 @@ S_V6=2001:db8:100::12                # an IPv6 source known to net2 only
 REV_S_V6="2.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.8.b.d.0.1.0.0.2.ip6.arpa."
 S_NEW=203.0.113.100                  # source added to net2 by the reload scenario
 S_UNKNOWN=203.0.113.1                # never in any table
+BEACON=198.51.100.1                  # sends the canary channel
+BEACON_GROUP=232.1.1.1
+USER_GROUP=232.1.1.2                 # S's stream, joined by the user's gateway
+MC_PORT=5001
 
 # Relays. name:address:node
 N1_RELAYS=(203.0.113.11 203.0.113.12)
@@ -52,6 +64,7 @@ N2_RELAY_NAME_PROBE=203.0.113.23
 HC_INTERVAL=1 HC_TIMEOUT_MS=900 HC_FAILS=2 HC_RISES=2 ANSWER_TTL=2
 # Route-control polling in net2.
 RC_INTERVAL=0.25 RC_FAILS=2 RC_RISES=2
+SHUTDOWN_GRACE=2
 
 # ---------------------------------------------------------------- namespaces and links
 link() { # link NODE_A NODE_B PREFIX(/30 base, e.g. 100.64.101)
@@ -91,6 +104,41 @@ make_namespaces() {
 	for a in $N2_DNS "${N2_RELAYS_V4[@]}" $N2_RELAY_NAME_PROBE; do nsx n2 ip addr add "$a/32" dev lo; done
 	nsx n2 ip -6 addr add "$N2_RELAY_V6/128" dev lo nodad
 	nsx n8 ip addr add "$RESOLVER/32" dev lo
+	make_multicast_links
+}
+
+# make_multicast_links: the src namespace, S's host, with a bridge that the
+# data links of net1 and net2 hang off. No IGMP snooping: every datagram sent
+# on the bridge reaches every relay of both networks, as multicast routing
+# would once the relays joined.
+make_multicast_links() {
+	ip netns add "$P-src" || return 1
+	CREATED_NS+=("$P-src")
+	mkdir -p "/etc/netns/$P-src" && echo "nameserver 127.0.0.1" >"/etc/netns/$P-src/resolv.conf"
+	nsx src ip link set lo up
+	nsx src ip link add br0 type bridge mcast_snooping 0 &&
+		nsx src ip link set br0 up &&
+		nsx src ip addr add 192.168.250.254/24 dev br0 &&
+		nsx src ip addr add "$BEACON/32" dev br0 &&
+		nsx src ip addr add "$S/32" dev br0 &&
+		nsx src ip route add 232.0.0.0/8 dev br0 || return 1
+	local n o
+	for n in n1 n2; do
+		o=${n#n}
+		ip link add "mc-$n" netns "$P-src" type veth peer name "$n-mc" netns "$P-$n" &&
+			nsx src ip link set "mc-$n" master br0 up &&
+			nsx "$n" ip addr add "192.168.250.$o/24" dev "$n-mc" &&
+			nsx "$n" ip link set "$n-mc" up &&
+			nsx "$n" sysctl -qw "net.ipv4.conf.$n-mc.rp_filter=0" || return 1
+	done
+}
+
+# data_link NODE up|down: connect or cut NODE's relays from S's multicast.
+data_link() { nsx src ip link set "mc-$1" "$2"; }
+
+start_senders() {
+	running beacon || start_proc beacon src "$BIN/mcastsend" -source "$BEACON" -interface br0 -every 100ms "$BEACON_GROUP:$MC_PORT"
+	running stream || start_proc stream src "$BIN/mcastsend" -source "$S" -interface br0 -every 100ms "$USER_GROUP:$MC_PORT"
 }
 
 # ---------------------------------------------------------------- BIRD
@@ -302,16 +350,21 @@ n2_sources() {
 	echo "2001:db8:100::/48 r2a"
 }
 
-# n2_corefile base|reloaded: net2's Corefile. "reloaded" adds the source
-# $S_NEW and moves r2b from precedence 20 to 5.
+# n2_corefile base|reloaded|fallthrough: net2's Corefile. "reloaded" adds the
+# source $S_NEW and moves r2b from precedence 20 to 5; "fallthrough" hands
+# the query on (to net1 through forward) when no relay of net2 is left for a
+# source, instead of NODATA.
 n2_corefile() {
-	local r2b_prec=20 extra=""
-	if [ "$1" = reloaded ]; then
+	local r2b_prec=20 extra="" all_down=nodata
+	case $1 in
+	reloaded)
 		r2b_prec=5
 		extra="        source $S_NEW/32 r2b"
-	fi
+		;;
+	fallthrough) all_down=fallthrough ;;
+	esac
 	cat <<EOF
-# net2: a multicast network nearer the user. Listens on the wildcard address
+# net2 ($1): a multicast network nearer the user. Listens on the wildcard address
 # because the anycast /32 comes and goes with contrib/amt-route-control.sh.
 . {
     bufsize 1232
@@ -332,8 +385,12 @@ $extra
         ttl $ANSWER_TTL
         nameserver $AMT_NS_NAME
         health_check ${HC_INTERVAL}s timeout ${HC_TIMEOUT_MS}ms fails $HC_FAILS rises $HC_RISES
-        all_down nodata
+        # The beacon's data through a relay proves its path to S's network.
+        canary 198.51.100.0/24 $BEACON $BEACON_GROUP
+        all_down $all_down
         fallthrough in-addr.arpa
+        # Longer than route-control's withdrawal (-f $RC_FAILS x -i $RC_INTERVAL) plus BGP.
+        shutdown_grace ${SHUTDOWN_GRACE}s
     }
     # Sources net2 cannot reach (not in its table) go to net1's unicast AMT DNS.
     forward in-addr.arpa $N1_DNS
@@ -390,14 +447,33 @@ RELAYS_n1=("r1a ${N1_RELAYS[0]}:2268" "r1b ${N1_RELAYS[1]}:2268")
 RELAYS_n2=("r2a ${N2_RELAYS_V4[0]}:2268" "r2b ${N2_RELAYS_V4[1]}:2268"
 	"r2v6 [$N2_RELAY_V6]:2268" "r2name $N2_RELAY_NAME_PROBE:2268")
 
-# start_relays n1|n2: one amt-responder per relay address (those not running).
+# start_relays n1|n2 [MODE]: one amt-responder per relay address (those not
+# running), forwarding the multicast of their network's data link.
 start_relays() {
 	local -n specs=RELAYS_$1
 	local spec name listen
 	for spec in "${specs[@]}"; do
 		read -r name listen <<<"$spec"
-		running "relay-$name" || start_proc "relay-$name" "$1" "$BIN/amt-responder" -listen "$listen"
+		running "relay-$name" || start_relay "$1" "$name" "$listen" "${2:-normal}"
 	done
+}
+# start_relay NODE NAME LISTEN MODE: one relay responder.
+start_relay() {
+	start_proc "relay-$2" "$1" "$BIN/amt-responder" -listen "$3" -mode "$4" \
+		-data-interface "$1-mc" -data-port "$MC_PORT"
+}
+# relay_listen NAME: the node and listen address of relay NAME.
+relay_listen() {
+	local spec name listen
+	for spec in "${RELAYS_n1[@]}"; do
+		read -r name listen <<<"$spec"
+		[ "$name" = "$1" ] && { echo "n1 $listen"; return 0; }
+	done
+	for spec in "${RELAYS_n2[@]}"; do
+		read -r name listen <<<"$spec"
+		[ "$name" = "$1" ] && { echo "n2 $listen"; return 0; }
+	done
+	return 1
 }
 
 stop_relays() {
@@ -459,6 +535,7 @@ setup_topology() {
 	write_unbound_conf
 	start_relays n1
 	start_relays n2
+	start_senders
 	start_dns
 	start_route_control
 	return 0
