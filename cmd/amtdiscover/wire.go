@@ -160,7 +160,7 @@ func readUncompressedName(b []byte) (name string, rootless bool, err error) {
 		return "", false, errors.New("relay name longer than 255 bytes")
 	}
 	if len(labels) == 0 {
-		return ".", rootless, nil
+		return "", false, errors.New("empty relay name (the root)")
 	}
 	return strings.Join(labels, ".") + ".", rootless, nil
 }
