@@ -247,7 +247,7 @@ func TestGroupData(t *testing.T) {
 	if r.code != exitOK {
 		t.Fatalf("Exit %d, want 0", r.code)
 	}
-	wantLine(t, r.stdout, `(?m)^group \(198\.51\.100\.16, 232\.1\.1\.1\): tunnel established in [0-9.]+ ms, first data [0-9.]+ ms after the tunnel started \(\d+ packets by then\)$`)
+	wantLine(t, r.stdout, `(?m)^group \(198\.51\.100\.16, 232\.1\.1\.1\): tunnel established in [0-9.]+ ms, first data [0-9.]+ ms after the tunnel started \(packets at the first look: \d+\)$`)
 	wantLine(t, r.stdout, `(?m)^result: ok: a relay works and data arrived \(exit 0\)$`)
 }
 
@@ -521,4 +521,26 @@ func TestArgs(t *testing.T) {
 	if o.source != netip.MustParseAddr(srcRace) || o.mode != "driad" || !o.json || o.resolvers[0] != netip.MustParseAddrPort("[::1]:5353") {
 		t.Errorf("Parsed %+v", o)
 	}
+}
+
+// Ctrl-C while waiting for data: exit 130, the winner stays the winner,
+// and the tunnel leaves the channel on its way out.
+func TestInterruptWaitingForData(t *testing.T) {
+	l := newLab(t)
+	relay := l.relay(rData, amttest.Normal)
+	s, g := netip.MustParseAddr(srcData), netip.MustParseAddr(group)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() {
+		done <- runWith(t, ctx, l.env(), "-resolver", l.dns, "-json", "-group", group, "-timeout", "1m", srcData)
+	}()
+	waitFor(t, "the join", func() bool { return relay.Joins(s, g) > 0 })
+	cancel()
+	r := recv(t, "the interrupted run", done)
+	rep := decodeJSON(t, r)
+	if r.code != exitInterrupted || rep.Status != "interrupted" || rep.Data == nil || rep.Data.Outcome != "interrupted" {
+		t.Fatalf("Exit %d status %q data %+v, want 130, interrupted", r.code, rep.Status, rep.Data)
+	}
+	wantOutcomes(t, rep, map[string]string{rData: "won"})
+	waitFor(t, "the leave", func() bool { return len(relay.Memberships()) == 0 })
 }

@@ -90,6 +90,9 @@ func newRateLimiter(n int, window time.Duration) *rateLimiter {
 }
 
 func (l *rateLimiter) wait(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	for {
 		l.mu.Lock()
 		now := time.Now()

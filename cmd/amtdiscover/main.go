@@ -27,7 +27,10 @@
 // 8) are looked up as A and AAAA and take their record's precedence and
 // D-bit. Every record is printed with its TTL, with the server, transport
 // and time of every exchange. At most 10 queries leave per 100 ms (RFC 8777
-// section 3.2), and the DNS phase as a whole ends after 3 x -timeout.
+// section 3.2), and the DNS phase as a whole ends after 3 x -timeout. The
+// lookups run side by side, but unlike a gateway, which RFC 8777 lets start
+// connecting as answers come in, amtdiscover waits for all of them before
+// the race, so that it reports the whole candidate list in its order.
 //
 // AMTRELAY replies are decoded here, not by miekg/dns, whose v1.1.73 rejects
 // the whole message when a record has the D-bit set. Type 0 ("no relay
@@ -399,7 +402,7 @@ func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 		jd.FirstDataMS = msp(d.FirstData)
 	}
 	r.Data = jd
-	if d.Outcome != "data" {
+	if d.Outcome == "no_data" {
 		attempts[winner].Outcome = "no_data"
 	}
 	r.addAttempts(attempts, winner)
@@ -408,6 +411,8 @@ func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 		return finish("ok", exitOK, "a relay works and data arrived")
 	case ctx.Err() != nil:
 		return interrupted()
+	case d.Outcome == "error":
+		return finish("no_data", exitNoneWorks, "could not join on the winner")
 	}
 	return finish("no_data", exitNoneWorks, "the winner took the join, but no data arrived")
 }

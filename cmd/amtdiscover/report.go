@@ -179,7 +179,7 @@ func amtNote(a amtRelay) string {
 		notes = append(notes, a.Problem)
 	}
 	if a.D && a.Usable {
-		notes = append(notes, "D=1: a gateway may skip Discovery; checked with it anyway")
+		notes = append(notes, "D=1: a gateway may skip Discovery; amtdiscover runs it anyway")
 	}
 	return strings.Join(notes, "; ")
 }
@@ -340,7 +340,7 @@ func (r *report) writeText(w io.Writer) {
 		for i, a := range r.attempts {
 			var extra []string
 			if a.Cand.D {
-				extra = append(extra, "D=1: a gateway may skip Discovery; checked with it anyway")
+				extra = append(extra, "D=1: a gateway may skip Discovery; amtdiscover runs it anyway")
 			}
 			if a.Reply.Relay.IsValid() && a.Reply.Relay != a.Cand.Addr {
 				extra = append(extra, "advertised "+a.Reply.Relay.String())
@@ -365,7 +365,7 @@ func (r *report) writeText(w io.Writer) {
 			fmt.Fprintf(w, "tunnel established in %.2f ms, ", *d.TunnelMS)
 		}
 		if d.FirstDataMS != nil {
-			fmt.Fprintf(w, "first data %.2f ms after the tunnel started (%d packets by then)\n", *d.FirstDataMS, d.Packets)
+			fmt.Fprintf(w, "first data %.2f ms after the tunnel started (packets at the first look: %d)\n", *d.FirstDataMS, d.Packets)
 		} else {
 			fmt.Fprintf(w, "no data: %s\n", d.Detail)
 		}
