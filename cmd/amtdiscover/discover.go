@@ -30,7 +30,8 @@ type step struct {
 	// CNAMEOf is the name whose CNAME chain led to this query, empty for
 	// the first query of a lookup.
 	CNAMEOf string
-	// Status is answer, nodata, nxdomain, another rcode, or timeout,
+	// Status is answer, nodata, nxdomain, another rcode, cname (the
+	// answer stopped at a CNAME, whose target is asked next), or timeout,
 	// refused, error, interrupted, cname_loop, cname_chain_too_long.
 	Status string
 	// Partial is set when the reply used is a truncated one: the TCP

@@ -118,3 +118,59 @@ func TestResolverNextServer(t *testing.T) {
 		t.Errorf("Record %v", res.Records[0].Data())
 	}
 }
+
+// cnameServer answers every query with the CNAME next(qname) gives, and
+// nothing else: an authoritative server for the first name only.
+func cnameServer(t *testing.T, next func(string) string) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		m.Answer = []dns.RR{&dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: next(q.Name)}}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func TestResolveCNAMELimits(t *testing.T) {
+	cases := []struct {
+		name  string
+		next  func(string) string
+		want  string
+		steps int
+	}{
+		{"loop", func(q string) string {
+			if q == "a.example.net." {
+				return "b.example.net."
+			}
+			return "a.example.net."
+		}, "cname_loop", 2},
+		// a. -> 1.a. -> 1.1.a. ...: a new name every time.
+		{"chain too long", func(q string) string { return "1." + q }, "cname_chain_too_long", maxChain + 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rv := &resolver{servers: []netip.AddrPort{cnameServer(t, tc.next)}, timeout: 5 * time.Second,
+				udpSize: 1232, limit: newRateLimiter(10, 100*time.Millisecond)}
+			res := resolve(context.Background(), rv, "driad", "a.example.net.", typeAMTRELAY)
+			if res.Status != tc.want || len(res.Steps) != tc.steps || len(res.Records) != 0 {
+				t.Errorf("Status %s after %d queries, want %s after %d", res.Status, len(res.Steps), tc.want, tc.steps)
+			}
+			for i, st := range res.Steps[:len(res.Steps)-1] {
+				if st.Status != "cname" || (i > 0 && st.CNAMEOf != res.Steps[i-1].Name) {
+					t.Errorf("Step %d: %s %s (of %q)", i, st.Name, st.Status, st.CNAMEOf)
+				}
+			}
+		})
+	}
+}

@@ -315,7 +315,7 @@ func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	}
 
 	r := &report{Source: o.source.String(), Mode: o.mode, Label: o.label,
-		StaggerMS: ms(e.stagger), TimeoutMS: ms(o.timeout)}
+		StaggerMS: ms(e.stagger), TimeoutMS: ms(o.timeout), stagger: e.stagger, timeout: o.timeout}
 	if o.group.IsValid() {
 		r.Group = o.group.String()
 	}

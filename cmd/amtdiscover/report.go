@@ -18,25 +18,26 @@ import (
 // is rendered from it, so the two cannot disagree. The package comment
 // documents the fields.
 type report struct {
-	Source    string     `json:"source"`
-	Group     string     `json:"group,omitempty"`
-	Mode      string     `json:"mode"`
-	Label     string     `json:"label"`
-	Resolvers []string   `json:"resolvers"`
-	Queries   []jsonQ    `json:"queries"`
-	StaggerMS float64    `json:"stagger_ms"`
-	TimeoutMS float64    `json:"timeout_ms"`
-	Relays    []jsonRly  `json:"relays"`
-	Winner    *jsonWin   `json:"winner"`
-	Data      *jsonData  `json:"data,omitempty"`
-	Notes     []string   `json:"notes"`
-	Status    string     `json:"status"`
-	ExitCode  int        `json:"exit_code"`
-	began     time.Time  // of the race
-	exitText  string     // the status in words
-	rawSteps  []step     // kept for the text output
-	attempts  []attempt  // likewise
-	dataRes   dataResult // likewise
+	Source    string    `json:"source"`
+	Group     string    `json:"group,omitempty"`
+	Mode      string    `json:"mode"`
+	Label     string    `json:"label"`
+	Resolvers []string  `json:"resolvers"`
+	Queries   []jsonQ   `json:"queries"`
+	StaggerMS float64   `json:"stagger_ms"`
+	TimeoutMS float64   `json:"timeout_ms"`
+	Relays    []jsonRly `json:"relays"`
+	Winner    *jsonWin  `json:"winner"`
+	Data      *jsonData `json:"data,omitempty"`
+	Notes     []string  `json:"notes"`
+	Status    string    `json:"status"`
+	ExitCode  int       `json:"exit_code"`
+	began     time.Time // of the race
+	exitText  string    // the status in words
+	// What the text output needs beyond the JSON fields.
+	rawSteps         []step
+	attempts         []attempt
+	stagger, timeout time.Duration
 }
 
 type jsonQ struct {
@@ -319,7 +320,7 @@ func (r *report) writeText(w io.Writer) {
 
 	if len(r.attempts) > 0 {
 		fmt.Fprintf(w, "\nrelays, in the order a gateway tries them (next one after %v or a failure; %v each):\n",
-			time.Duration(r.StaggerMS*float64(time.Millisecond)), time.Duration(r.TimeoutMS*float64(time.Millisecond)))
+			r.stagger, r.timeout)
 		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  #\trelay\tfound as\tstart\tdiscovery\trequest\toutcome\twhy")
 		for i, a := range r.attempts {
