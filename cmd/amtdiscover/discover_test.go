@@ -166,17 +166,17 @@ func TestNoQueryLoses(t *testing.T) {
 	l.relay(rAfterQ, amttest.Normal)
 	e := l.env()
 	e.stagger = time.Hour
-	r := l.run(e, "-json", "-timeout", "300ms", srcNoQuery)
+	r := l.run(e, "-json", "-timeout", "1s", srcNoQuery)
 	rep := decodeJSON(t, r)
 	if r.code != exitOK {
 		t.Fatalf("Exit %d, want 0", r.code)
 	}
 	wantOutcomes(t, rep, map[string]string{rNoQuery: "no_query", rAfterQ: "won"})
 	nq := relayByAddr(t, rep, rNoQuery)
-	if nq.Step != "request" || nq.TotalMS == nil || *nq.TotalMS < 300 {
-		t.Errorf("No-query relay %+v: want the whole 300 ms spent at the request step", nq)
+	if nq.Step != "request" || nq.TotalMS == nil || *nq.TotalMS < 1000 {
+		t.Errorf("No-query relay %+v: want the whole second spent at the request step", nq)
 	}
-	if w := relayByAddr(t, rep, rAfterQ); w.StartMS == nil || *w.StartMS < 300 {
+	if w := relayByAddr(t, rep, rAfterQ); w.StartMS == nil || *w.StartMS < 1000 {
 		t.Errorf("Second relay started at %v, want after the first failed", w.StartMS)
 	}
 }
@@ -186,14 +186,14 @@ func TestNoneWorks(t *testing.T) {
 	l := newLab(t)
 	l.relay(rSilent, amttest.Silent)
 	l.relay(rLimit2, amttest.Limit)
-	r := l.run(l.env(), "-json", "-timeout", "300ms", srcNone)
+	r := l.run(l.env(), "-json", "-timeout", "1s", srcNone)
 	rep := decodeJSON(t, r)
 	if r.code != exitNoneWorks || rep.Status != "none_works" || rep.Winner != nil {
 		t.Fatalf("Exit %d status %q winner %+v, want 1, none_works, no winner", r.code, rep.Status, rep.Winner)
 	}
 	wantOutcomes(t, rep, map[string]string{rSilent: "timeout", rLimit2: "limit", rClosed: "refused"})
 
-	r = l.run(l.env(), "-timeout", "300ms", srcNone)
+	r = l.run(l.env(), "-timeout", "1s", srcNone)
 	if r.code != exitNoneWorks {
 		t.Fatalf("Exit %d, want 1", r.code)
 	}
@@ -255,11 +255,11 @@ func TestGroupData(t *testing.T) {
 func TestGroupNoData(t *testing.T) {
 	l := newLab(t)
 	relay := l.relay(rNoData, amttest.NoData)
-	r := l.run(l.env(), "-group", group, "-timeout", "1s", srcNoData)
+	r := l.run(l.env(), "-group", group, "-timeout", "2s", srcNoData)
 	if r.code != exitNoneWorks {
 		t.Fatalf("Exit %d, want 1", r.code)
 	}
-	wantLine(t, r.stdout, `(?m)^group \(198\.51\.100\.17, 232\.1\.1\.1\): tunnel established in [0-9.]+ ms, no data: tunnel established, no data for \(198\.51\.100\.17, 232\.1\.1\.1\) within 1s$`)
+	wantLine(t, r.stdout, `(?m)^group \(198\.51\.100\.17, 232\.1\.1\.1\): tunnel established in [0-9.]+ ms, no data: tunnel established, no data for \(198\.51\.100\.17, 232\.1\.1\.1\) within 2s$`)
 	wantLine(t, r.stdout, `no_data\s+won, but no Multicast Data arrived`)
 	wantLine(t, r.stdout, `(?m)^result: no_data: the winner took the join, but no data arrived \(exit 1\)$`)
 	if relay.Joins(netip.MustParseAddr(srcNoData), netip.MustParseAddr(group)) != 1 {

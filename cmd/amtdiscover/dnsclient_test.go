@@ -101,7 +101,8 @@ func TestResolverNextServer(t *testing.T) {
 	closed.Close()
 	rv := &resolver{
 		servers: []netip.AddrPort{silent.LocalAddr().(*net.UDPAddr).AddrPort(), closedAddr, netip.MustParseAddrPort(l.dns)},
-		timeout: 200 * time.Millisecond, udpSize: 1232, limit: newRateLimiter(10, 100*time.Millisecond),
+		// Long enough for a loaded machine's CoreDNS, short for the silent one.
+		timeout: time.Second, udpSize: 1232, limit: newRateLimiter(10, 100*time.Millisecond),
 	}
 	res := resolve(context.Background(), rv, "anycast", "amt."+"16.100.51.198.in-addr.arpa.", dns.TypeA)
 	if res.Status != "answer" || len(res.Records) != 1 {
