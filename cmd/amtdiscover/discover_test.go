@@ -499,15 +499,15 @@ func TestUsage(t *testing.T) {
 			if r.code != exitUsage {
 				t.Fatalf("Exit %d, want 3", r.code)
 			}
-			if !strings.Contains(r.stderr, tc.msg) || !strings.Contains(r.stderr, "usage: amtdiscover") {
-				t.Errorf("Stderr %q, want %q and the usage line", r.stderr, tc.msg)
+			if !strings.Contains(r.stderr, tc.msg) || strings.Count(r.stderr, "usage: amtdiscover") != 1 || strings.Count(r.stderr, "\n") != 2 {
+				t.Errorf("Stderr %q, want %q and the usage line, nothing more", r.stderr, tc.msg)
 			}
 			if r.stdout != "" {
 				t.Errorf("Stdout %q, want nothing", r.stdout)
 			}
 		})
 	}
-	if r := runWith(t, context.Background(), defaultEnv(), "-h"); r.code != exitOK || !strings.Contains(r.stderr, "-resolver") {
+	if r := runWith(t, context.Background(), defaultEnv(), "-h"); r.code != exitOK || strings.Count(r.stderr, "usage: amtdiscover") != 1 || !strings.Contains(r.stderr, "-resolver ADDR[:PORT]") {
 		t.Errorf("-h: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

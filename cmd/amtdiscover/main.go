@@ -228,20 +228,19 @@ func parseArgs(args []string, stderr io.Writer) (o options, help bool, err error
 	resolverFlag := fs.String("resolver", "", "DNS server `ADDR[:PORT]` (default: the nameservers of /etc/resolv.conf)")
 	fs.StringVar(&o.mode, "mode", "both", "`MODE`: driad (AMTRELAY at rev(S)), anycast (A/AAAA at L.rev(S)) or both")
 	groupFlag := fs.String("group", "", "join (SOURCE, `G`) on the winner and wait for data")
-	fs.StringVar(&o.label, "label", "amt", "leading `L`abel of the anycast name")
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "bound of each DNS exchange, each relay handshake and the wait for data")
+	fs.StringVar(&o.label, "label", "amt", "`L`: leading label of the anycast name")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "`D`: bound of each DNS exchange, each relay handshake and the wait for data")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, usageLine)
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
+	// The flag package calls Usage on every parse error too; the caller
+	// prints one line for those, so the full help is printed for -h only.
+	fs.Usage = func() {}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
+				fmt.Fprintln(stderr, usageLine)
+				fs.SetOutput(stderr)
+				fs.PrintDefaults()
 				return o, true, nil
 			}
 			return o, false, err
