@@ -17,7 +17,7 @@
 #   bash e2e/run.sh --no-install        do not apt-get anything, fail if a tool is missing
 #   E2E_PREBUILT=DIR bash e2e/run.sh    use the programs already built in DIR instead of building
 # Steps: topology direct unbound failover recovery reload table all_down handshake canary
-# restart. "topology"
+# gateway restart. "topology"
 # (build the network, start every server, wait for convergence) always runs;
 # each other step first brings the network to the state it needs, so any one
 # can run alone.
@@ -37,7 +37,7 @@ set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 P=amte2e # namespace prefix
-ALL_STEPS=(topology direct unbound failover recovery reload table all_down handshake canary restart)
+ALL_STEPS=(topology direct unbound failover recovery reload table all_down handshake canary gateway restart)
 DEADLINE=${E2E_DEADLINE:-270}
 
 only="" keep=0 install=1
@@ -122,8 +122,8 @@ install_packages() {
 	fi
 }
 
-# The suite's programs: the server, the fixture relay, the multicast sender.
-PROGRAMS=(cmd/coredns cmd/amt-responder e2e/mcastsend)
+# The suite's programs: the server, the fixture relay, the gateway-side tool, the multicast sender.
+PROGRAMS=(cmd/coredns cmd/amt-responder cmd/amtdiscover e2e/mcastsend)
 
 build() {
 	local go=${GO:-go} pkg

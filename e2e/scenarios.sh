@@ -671,3 +671,37 @@ step_restart() {
 	wait_for "net2 ready" 20 0.2 is_ready n2 || bad "$WAIT_ERR"
 	[ -z "$STEP_FAILED" ]
 }
+
+# ---------------------------------------------------------------- 11. gateway
+# The whole path of the design, DNS to data: a gateway in the user's network
+# asks Unbound as RFC 8777 and the anycast design do (amtdiscover), races the
+# relays it is given through the whole AMT handshake, joins S's stream on the
+# winner, a net2 relay, and receives S's multicast through the tunnel.
+step_gateway() {
+	wait_baseline || return 1
+	local out rc t0 t winner first limit=10000
+	t0=$(now_ms)
+	out=$(nsx n8 "$BIN/amtdiscover" -resolver "$RESOLVER" -group "$USER_GROUP" -timeout 5s "$S" 2>&1)
+	rc=$?
+	t=$(($(now_ms) - t0))
+	winner=$(sed -n 's/^winner: \([^,]*\),.*/\1/p' <<<"$out")
+	first=$(sed -n 's/.*first data \([0-9.]* [mµ]*s\) after the tunnel started.*/\1/p' <<<"$out")
+	note "amtdiscover: $(grep -E '^(winner:|group |result:)' <<<"$out" | tr '\n' ' ')"
+	if [ "$rc" -ne 0 ]; then
+		bad "amtdiscover exited $rc:$(tail -n 5 <<<"$out" | tr '\n' ' ')"
+	elif [[ " ${N2_RELAYS_V4[*]} " != *" ${winner%:*} "* ]]; then
+		bad "the gateway's relay is $winner, not one of net2's (${N2_RELAYS_V4[*]})"
+	else
+		say "    DNS to data at the user's gateway: $(fmt_ms "$t") (limit $(fmt_ms "$limit")), first packet $first after the tunnel came up"
+		[ "$t" -le "$limit" ] && ok "the user's gateway got net2's relay $winner through Unbound, joined ($S, $USER_GROUP) and received S's stream" ||
+			bad "DNS to data took $(fmt_ms "$t") > $(fmt_ms "$limit")"
+	fi
+	# RFC 8777 alone (AMTRELAY at rev(S), the type 3 name through Unbound) reaches the same relays.
+	out=$(nsx n8 "$BIN/amtdiscover" -resolver "$RESOLVER" -mode driad -timeout 5s "$S" 2>&1)
+	rc=$?
+	winner=$(sed -n 's/^winner: \([^,]*\),.*/\1/p' <<<"$out")
+	[ "$rc" -eq 0 ] && [[ " ${N2_RELAYS_V4[*]} " == *" ${winner%:*} "* ]] &&
+		ok "RFC 8777 discovery (-mode driad): the type 3 relay name leads to net2's relay $winner" ||
+		bad "amtdiscover -mode driad exited $rc, winner [$winner]:$(tail -n 3 <<<"$out" | tr '\n' ' ')"
+	[ -z "$STEP_FAILED" ]
+}
