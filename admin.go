@@ -3,7 +3,6 @@ package amtrelay
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/amtdns/amtrelay/table"
@@ -87,96 +86,48 @@ func parseAdminFile(text, name string, cfg *config) (adminModes, error) {
 	return modes, nil
 }
 
-// adminFile keeps an instance's admin modes in step with its admin file, as sourcesFile does for
-// the sources: read safely, loaded whole or not at all, a bad version reported once while the last
-// good one stays, each change of a relay's mode logged once.
+// adminFile keeps an instance's admin modes in step with its admin file, read like the sources
+// file: whole or not at all, a bad version reported once while the last good one stays, and each
+// change of a relay's mode logged once.
 type adminFile struct {
+	followedFile
 	cfg     adminConfig
 	relays  *config
-	file    *table.SourceFile
 	publish func(adminModes)
 
-	current atomic.Pointer[adminModes] // read by metrics
-
-	// Written by the first load in setup, then only by the watch goroutine.
-	inService bool   // the version last read is the one in service, not one that was rejected
-	lastErr   string // the failure last reported, so that a file that stays broken is reported once
+	current adminModes // the modes in service, for the log of changes; nil at first
 }
 
 func newAdminFile(ac adminConfig, cfg *config, publish func(adminModes)) *adminFile {
-	return &adminFile{cfg: ac, relays: cfg, file: table.NewSourceFile(ac.path, adminMaxSize), publish: publish}
+	f := &adminFile{cfg: ac, relays: cfg, publish: publish}
+	f.followedFile = followedFile{
+		file:  table.NewSourceFile(ac.path, adminMaxSize),
+		every: ac.reload,
+		what:  "admin states",
+		apply: f.apply,
+	}
+	return f
 }
 
-// load reads the first version; an error fails start-up or the Corefile reload.
+// load reads the first version; an error names the Corefile line.
 func (f *adminFile) load(ctx context.Context) error {
-	text, err := f.file.First(ctx, firstLoadSettle)
-	if err == nil {
-		err = f.apply(text)
-	}
-	if err != nil {
+	if err := f.followedFile.load(ctx); err != nil {
 		return lineErr(f.cfg.corefile, f.cfg.line, "admin: %s", oneLine(err))
 	}
 	return nil
 }
 
-func (f *adminFile) apply(text string) error {
-	f.inService = false
+func (f *adminFile) apply(_ context.Context, text string) (string, error) {
 	modes, err := parseAdminFile(text, f.cfg.path, f.relays)
 	if err != nil {
-		return err
+		return "", err
 	}
-	f.inService = true
-	prev := f.current.Load()
 	for i, r := range f.relays.relays {
-		was := adminAuto
-		if prev != nil {
-			was = (*prev)[i]
-		}
-		if modes[i] != was {
+		if was := f.current.of(i); modes[i] != was {
 			log.Infof("relay %s admin state %s (was %s)", r.name, modes[i], was)
 		}
 	}
-	f.current.Store(&modes)
+	f.current = modes
 	f.publish(modes)
-	return nil
-}
-
-// watch checks the file every reload interval until ctx ends.
-func (f *adminFile) watch(ctx context.Context) {
-	t := time.NewTimer(f.cfg.reload)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		next := f.cfg.reload
-		if settleIn := f.check(ctx); settleIn > 0 {
-			next = min(next, settleIn)
-		}
-		t.Reset(next)
-	}
-}
-
-// check is one look at the file; it returns how soon to look again when the file changed but has
-// not settled.
-func (f *adminFile) check(ctx context.Context) (settleIn time.Duration) {
-	text, changed, settleIn, err := f.file.Next(ctx)
-	if err == nil && changed {
-		err = f.apply(text)
-	}
-	if ctx.Err() != nil {
-		return 0
-	}
-	switch {
-	case err != nil:
-		if msg := oneLine(err); msg != f.lastErr {
-			f.lastErr = msg
-			log.Errorf("Reload of %s failed, keeping the admin states in service: %s", f.cfg.path, msg)
-		}
-	case changed, settleIn == 0 && f.inService:
-		f.lastErr = ""
-	}
-	return settleIn
+	return "", nil
 }
