@@ -226,15 +226,18 @@ step_unbound() {
 
 # ---------------------------------------------------------------- 3. failover
 relay_up_value() { metric_value "$1" coredns_amtrelay_relay_up "relay=\"$2\""; }
-# relay_up_all NODE VALUE RELAY...: coredns_amtrelay_relay_up is VALUE for every RELAY, in one read.
-relay_up_all() {
-	local node=$1 want=$2 m r
-	shift 2
+# per_relay_all NODE METRIC VALUE RELAY...: METRIC{relay=RELAY,...} is VALUE for every RELAY, in
+# one read of the metrics.
+per_relay_all() {
+	local node=$1 metric=$2 want=$3 m r
+	shift 3
 	m=$(metrics "$node")
 	for r in "$@"; do
-		[ "$(awk -v r="relay=\"$r\"" 'index($0, "coredns_amtrelay_relay_up{") == 1 && index($0, r) { print $NF; exit }' <<<"$m")" = "$want" ] || return 1
+		[ "$(awk -v m="$metric{" -v r="relay=\"$r\"" 'index($0, m) == 1 && index($0, r) { print $NF; exit }' <<<"$m")" = "$want" ] || return 1
 	done
 }
+# relay_up_all NODE VALUE RELAY...: coredns_amtrelay_relay_up is VALUE for every RELAY.
+relay_up_all() { per_relay_all "$1" coredns_amtrelay_relay_up "${@:2}"; }
 
 step_failover() {
 	wait_baseline || return 1
@@ -514,14 +517,7 @@ set_relay_mode() {
 }
 
 # canary_up_all NODE VALUE RELAY...: coredns_amtrelay_canary_up is VALUE for every RELAY.
-canary_up_all() {
-	local node=$1 want=$2 m r
-	shift 2
-	m=$(metrics "$node")
-	for r in "$@"; do
-		[ "$(awk -v r="relay=\"$r\"" 'index($0, "coredns_amtrelay_canary_up{") == 1 && index($0, r) { print $NF; exit }' <<<"$m")" = "$want" ] || return 1
-	done
-}
+canary_up_all() { per_relay_all "$1" coredns_amtrelay_canary_up "${@:2}"; }
 
 # ---------------------------------------------------------------- 9. handshake
 # A relay that answers Relay Discovery but no Request, then one whose Queries
