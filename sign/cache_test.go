@@ -3,6 +3,8 @@ package sign
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -300,6 +302,50 @@ func TestCacheCanonicalNames(t *testing.T) {
 		verify(t, sl, lower, apex, s.Keys())
 		if tc.hit {
 			verify(t, su, lower, apex, s.Keys())
+		}
+	}
+}
+
+// TestFastRdata holds the shortcut for A, AAAA and RFC 3597 RDATA to what miekg/dns packs.
+func TestFastRdata(t *testing.T) {
+	sc := getScratch()
+	defer putScratch(sc)
+	mapped := &dns.A{Hdr: hdr(apex, dns.TypeA), A: net.ParseIP("192.0.2.9")} // 16 bytes, v4-mapped
+	for _, rrset := range [][]dns.RR{
+		aSet(apex, "192.0.2.1", "192.0.2.2"),
+		{mapped},
+		aaaaSet(apex, "2001:db8::1", "::ffff:192.0.2.1"),
+		amtrelaySet(apex, "0A81C0000201", amtrelay(20, true, "Relay.Example.NET."), "0000"),
+	} {
+		fast, err := sc.rdata(rrset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a [][]byte
+		for _, s := range fast {
+			a = append(a, append([]byte(nil), sc.wire[s.start:s.end]...))
+		}
+		slow, err := sc.packed(rrset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b [][]byte
+		for _, s := range slow {
+			b = append(b, sc.wire[s.start:s.end])
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%v: fast RDATA %x, packed %x", rrset, a, b)
+		}
+	}
+	for _, rrset := range [][]dns.RR{
+		{&dns.A{Hdr: hdr(apex, dns.TypeA), A: net.ParseIP("2001:db8::1")}},
+		{&dns.A{Hdr: hdr(apex, dns.TypeA)}},
+		{&dns.AAAA{Hdr: hdr(apex, dns.TypeAAAA), AAAA: net.IP{192, 0, 2, 1}}},
+		amtrelaySet(apex, "0a0"),
+		amtrelaySet(apex, "0g"),
+	} {
+		if _, ok := fastRdata(rrset, nil); ok {
+			t.Errorf("%v: taken by the shortcut", rrset)
 		}
 	}
 }

@@ -81,7 +81,7 @@ func (sc *scratch) buildKey(rrset []dns.RR, apex string, inception uint32) error
 	}
 	for _, rr := range rrset[1:] {
 		h := rr.Header()
-		if h.Rrtype != h0.Rrtype || h.Class != h0.Class || !equalFold(h.Name, h0.Name) {
+		if h.Rrtype != h0.Rrtype || h.Class != h0.Class || h.Name != h0.Name && !equalFold(h.Name, h0.Name) {
 			return errMixed
 		}
 		if h.Ttl != h0.Ttl {
@@ -97,43 +97,11 @@ func (sc *scratch) buildKey(rrset []dns.RR, apex string, inception uint32) error
 	k = appendLowerFqdn(k, apex)
 	k = appendLowerFqdn(k, h0.Name)
 
-	pack := rrset
-	if hasCanonicalNames(h0.Rrtype) {
-		sc.rrs = sc.rrs[:0]
-		for _, rr := range rrset {
-			sc.rrs = append(sc.rrs, canonicalize(rr))
-		}
-		pack = sc.rrs
-	}
-	sc.msg.Compress = false
-	sc.msg.Answer = pack
-	wire, err := sc.msg.PackBuffer(sc.wire[:cap(sc.wire)])
-	sc.msg.Answer = nil
+	spans, err := sc.rdata(rrset)
 	if err != nil {
 		return err
 	}
-	if cap(wire) > cap(sc.wire) {
-		sc.wire = wire[:cap(wire)]
-	}
-
-	// Packing a whole message instead of each RR with dns.PackRR, because PackRR writes the RR's
-	// Rdlength: a data race on records the caller may share between goroutines.
-	spans := sc.spans[:0]
-	off := 12 // the message header
-	for range pack {
-		off = skipName(wire, off)
-		if off < 0 || off+10 > len(wire) {
-			return errors.New("cannot read back the packed RRset")
-		}
-		n := int(binary.BigEndian.Uint16(wire[off+8:]))
-		start := off + 10
-		off = start + n
-		if off > len(wire) {
-			return errors.New("cannot read back the packed RRset")
-		}
-		spans = append(spans, span{start, off})
-	}
-	sc.spans = spans
+	wire := sc.wire
 	slices.SortFunc(spans, func(a, b span) int { return bytes.Compare(wire[a.start:a.end], wire[b.start:b.end]) })
 	for i, s := range spans {
 		rd := wire[s.start:s.end]
@@ -145,6 +113,127 @@ func (sc *scratch) buildKey(rrset []dns.RR, apex string, inception uint32) error
 	}
 	sc.key = k
 	return nil
+}
+
+// rdata writes the RDATA of each record of rrset in wire form to sc.wire, as miekg/dns packs it,
+// and returns where each one is.
+func (sc *scratch) rdata(rrset []dns.RR) ([]span, error) {
+	spans := sc.spans[:0]
+	if wire, ok := fastRdata(rrset, sc.wire[:0]); ok {
+		off := 0
+		for _, rr := range rrset {
+			n := 4
+			switch x := rr.(type) {
+			case *dns.AAAA:
+				n = 16
+			case *dns.RFC3597:
+				n = len(x.Rdata) / 2
+			}
+			spans = append(spans, span{off, off + n})
+			off += n
+		}
+		sc.wire, sc.spans = wire, spans
+		return spans, nil
+	}
+	return sc.packed(rrset)
+}
+
+// packed is rdata for any RRset: packed by miekg/dns, RDATA names lower-cased as in signing.
+func (sc *scratch) packed(rrset []dns.RR) ([]span, error) {
+	spans := sc.spans[:0]
+	pack := rrset
+	if hasCanonicalNames(rrset[0].Header().Rrtype) {
+		sc.rrs = sc.rrs[:0]
+		for _, rr := range rrset {
+			sc.rrs = append(sc.rrs, canonicalize(rr))
+		}
+		pack = sc.rrs
+	}
+	// A whole message instead of dns.PackRR per record, because PackRR writes the record's
+	// Rdlength: a data race on records the caller may share between goroutines.
+	sc.msg.Compress = false
+	sc.msg.Answer = pack
+	wire, err := sc.msg.PackBuffer(sc.wire[:cap(sc.wire)])
+	sc.msg.Answer = nil
+	if err != nil {
+		return nil, err
+	}
+	sc.wire = wire
+	off := 12 // the message header
+	for range pack {
+		off = skipName(wire, off)
+		if off < 0 || off+10 > len(wire) {
+			return nil, errors.New("cannot read back the packed RRset")
+		}
+		n := int(binary.BigEndian.Uint16(wire[off+8:]))
+		start := off + 10
+		off = start + n
+		if off > len(wire) {
+			return nil, errors.New("cannot read back the packed RRset")
+		}
+		spans = append(spans, span{start, off})
+	}
+	sc.spans = spans
+	return spans, nil
+}
+
+// fastRdata appends the RDATA of the answers the plugin signs most, A, AAAA and RFC 3597 sets,
+// to wire without packing the owner name each time (a quarter of a cache hit's cost). It takes
+// only records whose packing it knows to be exactly this (packDataA, packDataAAAA and
+// packStringHex in miekg/dns v1.1.73) and leaves the rest (ok false) to the packer.
+func fastRdata(rrset []dns.RR, wire []byte) (_ []byte, ok bool) {
+	for _, rr := range rrset {
+		switch x := rr.(type) {
+		case *dns.A:
+			if len(x.A) != 4 && (len(x.A) != 16 || x.A.To4() == nil) {
+				return wire, false
+			}
+			wire = append(wire, x.A.To4()...)
+		case *dns.AAAA:
+			if len(x.AAAA) != 16 {
+				return wire, false
+			}
+			wire = append(wire, x.AAAA...)
+		case *dns.RFC3597:
+			n := len(wire)
+			var ok bool
+			if wire, ok = appendHex(wire, x.Rdata); !ok || len(wire)-n > 0xFFFF {
+				return wire[:n], false
+			}
+		default:
+			return wire, false
+		}
+	}
+	return wire, true
+}
+
+// appendHex decodes hex digits of either case, as hex.DecodeString does, without converting s to
+// a byte slice first.
+func appendHex(b []byte, s string) ([]byte, bool) {
+	if len(s)%2 != 0 {
+		return b, false
+	}
+	for i := 0; i < len(s); i += 2 {
+		hi, ok1 := unhex(s[i])
+		lo, ok2 := unhex(s[i+1])
+		if !ok1 || !ok2 {
+			return b, false
+		}
+		b = append(b, hi<<4|lo)
+	}
+	return b, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // skipName returns the offset after the uncompressed name at off, or -1.
