@@ -1,16 +1,23 @@
 package sign
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
 
-// cache maps cache keys to signatures, evicting by CLOCK (second chance): a hit only sets a flag
-// under the read lock, so concurrent answers do not serialize on a lock the way an LRU list's
-// move-to-front would. Entries of past validity windows are never hit again and go first.
+// cache maps cache keys to signatures. It is split into shards, each evicting by CLOCK (second
+// chance): a hit takes only its shard's read lock and sets a flag, so concurrent answers neither
+// serialize on an LRU list's move-to-front nor all bounce one read lock's counter between cores.
+// Entries of past validity windows are never hit again and go first.
 type cache struct {
+	seed   maphash.Seed
+	shards []*shard
+}
+
+type shard struct {
 	mu    sync.RWMutex
 	index map[string]int
 	slots []*slot
@@ -24,58 +31,87 @@ type slot struct {
 	used atomic.Bool
 }
 
+// Shards of fewer entries would make eviction noticeably less fair than one CLOCK over all.
+const minShardEntries = 256
+
 func newCache(max int) *cache {
-	return &cache{index: make(map[string]int), max: max}
+	n := 1
+	for n < 64 && max/(2*n) >= minShardEntries {
+		n *= 2
+	}
+	c := &cache{seed: maphash.MakeSeed(), shards: make([]*shard, n)}
+	for i := range c.shards {
+		// The first max%n shards take one more, so that the sizes add up to max.
+		m := max / n
+		if i < max%n {
+			m++
+		}
+		c.shards[i] = &shard{index: make(map[string]int), max: m}
+	}
+	return c
+}
+
+func (c *cache) shard(key []byte) *shard {
+	if len(c.shards) == 1 {
+		return c.shards[0]
+	}
+	return c.shards[maphash.Bytes(c.seed, key)&uint64(len(c.shards)-1)]
 }
 
 func (c *cache) get(key []byte) ([]dns.RRSIG, bool) {
-	c.mu.RLock()
-	i, ok := c.index[string(key)]
+	s := c.shard(key)
+	s.mu.RLock()
+	i, ok := s.index[string(key)]
 	var sigs []dns.RRSIG
 	if ok {
-		s := c.slots[i]
-		if !s.used.Load() {
+		sl := s.slots[i]
+		if !sl.used.Load() {
 			// Only a store on the first hit since the hand passed: hot entries stay read-only
 			// and their cache line is not bounced between cores.
-			s.used.Store(true)
+			sl.used.Store(true)
 		}
-		sigs = s.sigs
+		sigs = sl.sigs
 	}
-	c.mu.RUnlock()
+	s.mu.RUnlock()
 	return sigs, ok
 }
 
 // put stores sigs under key unless the key is there already, and returns what is stored.
 func (c *cache) put(key []byte, sigs []dns.RRSIG) []dns.RRSIG {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if i, ok := c.index[string(key)]; ok {
-		return c.slots[i].sigs
+	s := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, ok := s.index[string(key)]; ok {
+		return s.slots[i].sigs
 	}
 	k := string(key)
-	if len(c.slots) < c.max {
-		c.index[k] = len(c.slots)
-		c.slots = append(c.slots, &slot{key: k, sigs: sigs})
+	if len(s.slots) < s.max {
+		s.index[k] = len(s.slots)
+		s.slots = append(s.slots, &slot{key: k, sigs: sigs})
 		return sigs
 	}
 	for {
-		s := c.slots[c.hand]
-		if s.used.Load() {
-			s.used.Store(false)
-			c.hand = (c.hand + 1) % len(c.slots)
+		sl := s.slots[s.hand]
+		if sl.used.Load() {
+			sl.used.Store(false)
+			s.hand = (s.hand + 1) % len(s.slots)
 			continue
 		}
-		delete(c.index, s.key)
+		delete(s.index, sl.key)
 		// Readers copied the old sigs slice under the read lock and never write to it.
-		s.key, s.sigs = k, sigs
-		c.index[k] = c.hand
-		c.hand = (c.hand + 1) % len(c.slots)
+		sl.key, sl.sigs = k, sigs
+		s.index[k] = s.hand
+		s.hand = (s.hand + 1) % len(s.slots)
 		return sigs
 	}
 }
 
 func (c *cache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.slots)
+	n := 0
+	for _, s := range c.shards {
+		s.mu.RLock()
+		n += len(s.slots)
+		s.mu.RUnlock()
+	}
+	return n
 }

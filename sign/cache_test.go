@@ -349,3 +349,30 @@ func TestFastRdata(t *testing.T) {
 		}
 	}
 }
+
+func TestCacheShards(t *testing.T) {
+	for _, tc := range []struct{ max, shards int }{
+		{1, 1}, {2, 1}, {511, 1}, {512, 2}, {1000, 2}, {DefaultCacheEntries, 64}, {DefaultCacheEntries - 1, 32}, {1 << 20, 64},
+	} {
+		c := newCache(tc.max)
+		sum := 0
+		for _, s := range c.shards {
+			sum += s.max
+		}
+		if len(c.shards) != tc.shards || sum != tc.max {
+			t.Errorf("Cache of %d: %d shards holding %d, want %d shards", tc.max, len(c.shards), sum, tc.shards)
+		}
+	}
+	// Filled far beyond its size, a sharded cache stays within it.
+	c := newCache(1000)
+	for i := range 5000 {
+		key := []byte(fmt.Sprint(i))
+		c.put(key, nil)
+		if i%3 == 0 {
+			c.get(key)
+		}
+	}
+	if n := c.len(); n != 1000 {
+		t.Errorf("Cache of 1000 holds %d", n)
+	}
+}
