@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -70,7 +71,8 @@ func algName(a uint8) string {
 }
 
 // CheckDNSKEY reports what keeps pub from signing this network's zones: a protocol other than 3,
-// no Zone Key flag, the REVOKE flag, or an algorithm this package does not sign with.
+// no Zone Key flag, the REVOKE flag, an algorithm this package does not sign with, or a public
+// key that is not one of that algorithm (RSA: 1024 bits at least).
 func CheckDNSKEY(pub *dns.DNSKEY) error {
 	if pub.Protocol != 3 {
 		return fmt.Errorf("protocol %d, want 3", pub.Protocol)
@@ -83,6 +85,16 @@ func CheckDNSKEY(pub *dns.DNSKEY) error {
 	}
 	if !supported[pub.Algorithm] {
 		return fmt.Errorf("algorithm %s is not supported: use 13 (ECDSAP256SHA256), 15 (ED25519), 14 (ECDSAP384SHA384) or 8 (RSASHA256)", algName(pub.Algorithm))
+	}
+	// miekg/dns parses any text as the public key; a DS or key tag made of it would be wrong
+	// without a word.
+	raw, err := base64.StdEncoding.DecodeString(pub.PublicKey)
+	if err != nil {
+		return fmt.Errorf("the public key is not base64: %v", err)
+	}
+	want := map[uint8]int{dns.ECDSAP256SHA256: 64, dns.ECDSAP384SHA384: 96, dns.ED25519: 32}[pub.Algorithm]
+	if want != 0 && len(raw) != want || pub.Algorithm == dns.RSASHA256 && len(raw) < 3+128 {
+		return fmt.Errorf("a public key of %d bytes is wrong for algorithm %s", len(raw), algName(pub.Algorithm))
 	}
 	return nil
 }

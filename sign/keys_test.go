@@ -172,6 +172,8 @@ func TestLoadKeysErrors(t *testing.T) {
 		{"not a zone key", []string{pair(notZone, notZonePriv)}, ".key", "not a zone key"},
 		{"not a DNSKEY", []string{write("Kx", "example.net. IN A 192.0.2.1\n", "")}, "Kx.key", "holds a record of type A, not DNSKEY"},
 		{"empty key file", []string{write("Kx", "; nothing\n", "")}, "Kx.key", "no DNSKEY record"},
+		{"public key not base64", []string{write("Kx", strings.Replace(pub.String(), pub.PublicKey, "!!!!", 1), "")}, "Kx.key", "not base64"},
+		{"public key of the wrong length", []string{write("Kx", strings.Replace(pub.String(), pub.PublicKey, edPub.PublicKey, 1), "")}, "Kx.key", "32 bytes is wrong for algorithm 13"},
 		{"key file syntax", []string{write("Kx", "example.net. IN DNSKEY 257 3\n", "")}, "Kx.key", "bad"},
 		{"file name disagrees", []string{write("Kexample.net.+013+00001", pub.String(), pub.PrivateKeyString(priv))}, "+013+00001.key", "file name says algorithm 13 tag 1"},
 		{"no SEP key", []string{pair(zsk, zskPriv)}, "", "no key has the SEP flag"},
