@@ -13,7 +13,7 @@ import (
 
 // A cache key must never let two RRsets whose signed data differ share a signature. The signed
 // data is what miekg/dns's RRSIG.Sign makes of the RRset, so the key is built from the same
-// transformation: owner and the domain names of the types in canonicalize lower-cased the way
+// transformation: owner and the RDATA names canonicalize picks lower-cased the way
 // dns.CanonicalName does it, on the presentation form, TTL replaced by the RRSIG's original TTL,
 // RDATA sorted and duplicates dropped. Everything else in the RDATA, the names inside an RFC 3597
 // record included, is taken as packed. Two RRsets with the same key therefore have the same signed
@@ -141,14 +141,11 @@ func (sc *scratch) rdata(rrset []dns.RR) ([]span, error) {
 // packed is rdata for any RRset: packed by miekg/dns, RDATA names lower-cased as in signing.
 func (sc *scratch) packed(rrset []dns.RR) ([]span, error) {
 	spans := sc.spans[:0]
-	pack := rrset
-	if hasCanonicalNames(rrset[0].Header().Rrtype) {
-		sc.rrs = sc.rrs[:0]
-		for _, rr := range rrset {
-			sc.rrs = append(sc.rrs, canonicalize(rr))
-		}
-		pack = sc.rrs
+	pack := sc.rrs[:0]
+	for _, rr := range rrset {
+		pack = append(pack, canonicalize(rr))
 	}
+	sc.rrs = pack
 	// A whole message instead of dns.PackRR per record, because PackRR writes the record's
 	// Rdlength: a data race on records the caller may share between goroutines.
 	sc.msg.Compress = false
@@ -251,23 +248,12 @@ func skipName(wire []byte, off int) int {
 	return -1
 }
 
-// hasCanonicalNames reports the types whose RDATA names miekg/dns lower-cases when signing
-// (rawSignatureData in dnssec.go, v1.1.73): RFC 4034 section 6.2's list as corrected by RFC 6840
-// section 5.1 (no HINFO, no NSEC, no RRSIG). Only for these may the key lower-case RDATA.
-func hasCanonicalNames(t uint16) bool {
-	switch t {
-	case dns.TypeNS, dns.TypeMD, dns.TypeMF, dns.TypeCNAME, dns.TypeSOA, dns.TypeMB, dns.TypeMG,
-		dns.TypeMR, dns.TypePTR, dns.TypeMINFO, dns.TypeMX, dns.TypeRP, dns.TypeAFSDB, dns.TypeRT,
-		dns.TypeSIG, dns.TypePX, dns.TypeNAPTR, dns.TypeKX, dns.TypeSRV, dns.TypeDNAME:
-		return true
-	}
-	return false
-}
-
 // canonicalize returns rr with the RDATA names lower-cased exactly as miekg/dns does before
-// signing, or rr itself when nothing would change: a copy only for names with upper case letters,
-// which in answers to 0x20-randomizing resolvers is the SOA's. An *dns.RFC3597 is opaque here as in
-// miekg/dns, whatever its type.
+// signing (rawSignatureData in dnssec.go, v1.1.73: RFC 4034 section 6.2's list as corrected by
+// RFC 6840 section 5.1, so no HINFO, NSEC or RRSIG), or rr itself when nothing would change: a
+// copy only for names with upper case letters, which in answers to 0x20-randomizing resolvers is
+// the SOA's. Like miekg/dns it goes by the Go type, so an *dns.RFC3597 is opaque whatever its
+// type. The key may lower-case nothing that signing does not.
 func canonicalize(rr dns.RR) dns.RR {
 	switch x := rr.(type) {
 	case *dns.NS:
