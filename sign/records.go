@@ -1,0 +1,76 @@
+package sign
+
+import (
+	"slices"
+
+	"github.com/miekg/dns"
+)
+
+// DNSKEYSet returns the DNSKEY RRset of apex: the signer's keys, then the peers' (the public keys
+// of other networks that answer for the same names, RFC 8901 model 2, so that a resolver that
+// got this RRset from us validates their answers too), each once, with owner apex (as given),
+// class IN and TTL ttl. Keys that are the same RDATA are listed once; nil peers are skipped.
+//
+// RFC 4035 section 2.2 wants every RRset signed with every algorithm in the DNSKEY RRset, and
+// this network signs only with its own: peers should use the algorithms of its keys.
+func (s *Signer) DNSKEYSet(apex string, ttl uint32, peers []*dns.DNSKEY) []dns.RR {
+	out := make([]dns.RR, 0, len(s.keys)+len(peers))
+	add := func(k *dns.DNSKEY) {
+		for _, rr := range out {
+			o := rr.(*dns.DNSKEY)
+			if o.Flags == k.Flags && o.Protocol == k.Protocol && o.Algorithm == k.Algorithm && o.PublicKey == k.PublicKey {
+				return
+			}
+		}
+		out = append(out, &dns.DNSKEY{
+			Hdr:       dns.RR_Header{Name: apex, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: ttl},
+			Flags:     k.Flags,
+			Protocol:  k.Protocol,
+			Algorithm: k.Algorithm,
+			PublicKey: k.PublicKey,
+		})
+	}
+	for _, k := range s.keys {
+		add(&k.dnskey)
+	}
+	for _, k := range peers {
+		if k != nil {
+			add(k)
+		}
+	}
+	return out
+}
+
+// NSEC returns the NSEC record of a one-name zone: owner apex (as given), next domain apex itself
+// (lower case), types sorted and deduplicated, NSEC and RRSIG always among them. With next = owner
+// the record covers every name below the apex (NXDOMAIN) and lists what the apex has (NODATA).
+//
+// The next domain is lower-cased because RFC 6840 section 5.1 signs it as written: in the query's
+// letter case it would need a signature per 0x20 spelling of the apex.
+//
+// The caller passes the types the apex answers, and must leave out the type a NODATA answer
+// denies: a bitmap that lists the query type turns a NODATA into a bogus answer, and one that
+// misses a type the apex has lets resolvers that use NSEC aggressively (RFC 8198) deny that type
+// for the NSEC's TTL (TYPE260 is one: the apex answers AMTRELAY too).
+func NSEC(apex string, ttl uint32, types []uint16) *dns.NSEC {
+	bitmap := make([]uint16, 0, len(types)+2)
+	bitmap = append(bitmap, types...)
+	bitmap = append(bitmap, dns.TypeNSEC, dns.TypeRRSIG)
+	slices.Sort(bitmap)
+	bitmap = slices.Compact(bitmap)
+	return &dns.NSEC{
+		Hdr:        dns.RR_Header{Name: apex, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: ttl},
+		NextDomain: canonicalFqdn(apex),
+		TypeBitMap: bitmap,
+	}
+}
+
+// DS returns the SHA-256 (digest type 2) DS record of key as the zone key of owner, whatever
+// owner key has: the digest covers the owner name (in lower case), so each apex has its own DS.
+// Owner is made fully qualified; the TTL is 0 and class IN. It returns nil for a key miekg/dns
+// cannot pack.
+func DS(key *dns.DNSKEY, owner string) *dns.DS {
+	k := *key
+	k.Hdr = dns.RR_Header{Name: dns.Fqdn(owner), Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET}
+	return k.ToDS(dns.SHA256)
+}
