@@ -7,6 +7,7 @@ package amtrelay
 import (
 	"context"
 
+	"github.com/amtdns/amtrelay/sign"
 	"github.com/amtdns/amtrelay/table"
 
 	"github.com/coredns/coredns/plugin"
@@ -32,8 +33,10 @@ type AMTRelay struct {
 
 	health  *relayHealth
 	prober  *prober
-	sources *sourcesFile // nil without a sources file
-	admin   *adminFile   // nil without an admin file
+	sources *sourcesFile  // nil without a sources file
+	admin   *adminFile    // nil without an admin file
+	peers   *peerKeysFile // nil without dnssec_peer_keys
+	signer  *sign.Signer  // nil without dnssec
 	life    lifecycle
 	// answered counts, by relay index, the answers that included the relay.
 	answered []prometheus.Counter
@@ -56,6 +59,18 @@ func newAMTRelay(cfg *config, gen *generation) (*AMTRelay, error) {
 		a.admin = newAdminFile(cfg.admin, cfg, a.view.setAdmin)
 		if err := a.admin.load(context.Background()); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.dnssec != nil {
+		var err error
+		if a.signer, err = sign.NewSigner(cfg.dnssec.keys, cfg.dnssec.validity, 0); err != nil {
+			return nil, err
+		}
+		if pc := cfg.dnssec.peers; pc.path != "" {
+			a.peers = newPeerKeysFile(pc, a.view.setPeers)
+			if err := a.peers.load(context.Background()); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if cfg.sources.path == "" {
@@ -90,10 +105,18 @@ func (a *AMTRelay) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 		return plugin.NextOrFailure(a.Name(), a.Next, ctx, w, r)
 	}
 	var buf [16]*endpoint
-	m, res, picked := a.cfg.answer(r, zone, a.view.load(), buf[:0])
+	v := a.view.load()
+	m, res, picked := a.cfg.answer(r, zone, v, buf[:0])
 	requestsTotal.WithLabelValues(metrics.WithServer(ctx), zone, typeLabel(q.Qtype), res.String()).Inc()
 	switch {
 	case m != nil:
+		if a.signer != nil {
+			if opt := r.IsEdns0(); opt != nil && opt.Do() {
+				if err := a.signReply(m, v); err != nil {
+					return dns.RcodeServerFailure, plugin.Error(pluginName, err)
+				}
+			}
+		}
 		if err := w.WriteMsg(m); err != nil {
 			return dns.RcodeServerFailure, plugin.Error(pluginName, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/amtdns/amtrelay/revname"
+	"github.com/amtdns/amtrelay/sign"
 
 	"github.com/miekg/dns"
 )
@@ -90,7 +91,12 @@ func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) 
 		if kind == nameReverse || cfg.fall.Through(q.Name) {
 			return nil, resultFallthrough, picked
 		}
-		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain, picked
+		// A signed apex exists whatever the table says (its DNSKEY, SOA and NSEC prove it): a
+		// source this network does not serve has no relays there, not no name.
+		if kind != nameApex || cfg.dnssec == nil {
+			return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain, picked
+		}
+		relays = nil
 	}
 	if kind == nameReverse {
 		apex = zone
@@ -99,7 +105,7 @@ func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) 
 	switch {
 	case kind == nameBelow:
 		return cfg.negative(r, dns.RcodeNameError, apex), resultNXDomain, picked
-	case q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeAMTRELAY:
+	case (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeAMTRELAY) && relays != nil:
 		return cfg.relayAnswer(r, relays, cfg.canaryFor(src.Unmap()), apex, v, picked)
 	case q.Qtype == dns.TypeSOA:
 		m := reply(r)
@@ -108,6 +114,14 @@ func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) 
 	case q.Qtype == dns.TypeNS && len(cfg.nameservers) > 0:
 		m := reply(r)
 		m.Answer = cfg.ns(apex)
+		return m, resultAnswer, picked
+	case q.Qtype == dns.TypeDNSKEY && cfg.dnssec != nil && kind == nameApex:
+		m := reply(r)
+		m.Answer = sign.DNSKEYSet(cfg.dnssec.keys, apex, dnskeyTTL, v.peers)
+		return m, resultAnswer, picked
+	case q.Qtype == dns.TypeNSEC && cfg.dnssec != nil && kind == nameApex:
+		m := reply(r)
+		m.Answer = []dns.RR{sign.NSEC(apex, cfg.ttl, cfg.apexTypes(relays, cfg.canaryFor(src.Unmap()), v))}
 		return m, resultAnswer, picked
 	}
 	return cfg.negative(r, dns.RcodeSuccess, apex), resultNoData, picked
@@ -118,15 +132,51 @@ func (cfg *config) handOn(res result) bool {
 	return res == resultFallthrough || res == resultAllDown && cfg.allDown == allDownFallthrough
 }
 
-// relayAnswer builds the answer for A, AAAA or AMTRELAY at a known source whose relays are the
-// given indices, in precedence order, and whose canary is canary (-1 for none): the endpoints that
-// serve and pass the canary, or, when none does, what the all_down policy says. A drained relay is
-// in no answer.
-func (cfg *config) relayAnswer(r *dns.Msg, relays []int, canary int, apex string, v *view, eps []*endpoint) (*dns.Msg, result, []*endpoint) {
-	qtype := r.Question[0].Qtype
+// choose appends to eps the endpoints of relays (indices, in precedence order) that an answer at a
+// source whose canary is canary (-1 for none) may carry, of any family: those that serve and pass
+// the canary; or, when none does, those the all_down policy hands out, with result
+// resultAllDown. A drained relay is in no answer.
+func (cfg *config) choose(relays []int, canary int, v *view, eps []*endpoint) ([]*endpoint, result) {
 	res := resultAnswer
 	if !v.servingAny(relays, canary) {
 		res = resultAllDown
+		if cfg.allDown != allDownServe {
+			return eps, res
+		}
+	}
+	for _, i := range relays {
+		if v.admin.of(i) == adminDrain {
+			continue
+		}
+		for _, e := range cfg.relays[i].endpoints {
+			if res == resultAnswer && !v.usable(e.id, canary) {
+				continue
+			}
+			eps = append(eps, e)
+		}
+	}
+	return eps, res
+}
+
+// answers reports whether an endpoint is answered for qtype: A and AAAA by family, AMTRELAY all.
+func (e *endpoint) answers(qtype uint16) bool {
+	switch qtype {
+	case dns.TypeA:
+		return e.addr.Is4()
+	case dns.TypeAAAA:
+		return e.addr.Is6()
+	}
+	return true
+}
+
+// relayAnswer builds the answer for A, AAAA or AMTRELAY at a known source whose relays are the
+// given indices and whose canary is canary: the chosen endpoints of the query's type, or what the
+// all_down policy says.
+func (cfg *config) relayAnswer(r *dns.Msg, relays []int, canary int, apex string, v *view, eps []*endpoint) (*dns.Msg, result, []*endpoint) {
+	qtype := r.Question[0].Qtype
+	first := len(eps)
+	eps, res := cfg.choose(relays, canary, v, eps)
+	if res == resultAllDown {
 		switch cfg.allDown {
 		case allDownNoData:
 			// TTL 0: this gap lasts until a relay recovers or routing moves the anycast address
@@ -139,23 +189,14 @@ func (cfg *config) relayAnswer(r *dns.Msg, relays []int, canary int, apex string
 			return nil, res, eps
 		}
 	}
-
-	first := len(eps)
-	for _, i := range relays {
-		if v.admin.of(i) == adminDrain {
-			continue
-		}
-		for _, e := range cfg.relays[i].endpoints {
-			if res == resultAnswer && !v.usable(e.id, canary) {
-				continue
-			}
-			if qtype == dns.TypeA && !e.addr.Is4() || qtype == dns.TypeAAAA && !e.addr.Is6() {
-				continue
-			}
-			eps = append(eps, e)
+	mine := eps[first:first]
+	for _, e := range eps[first:] {
+		if e.answers(qtype) {
+			mine = append(mine, e)
 		}
 	}
-	if len(eps) == first {
+	eps = eps[:first+len(mine)]
+	if len(mine) == 0 {
 		if res == resultAnswer {
 			res = resultNoData
 		}
@@ -164,7 +205,6 @@ func (cfg *config) relayAnswer(r *dns.Msg, relays []int, canary int, apex string
 
 	m := reply(r)
 	hdr := dns.RR_Header{Name: r.Question[0].Name, Rrtype: qtype, Class: dns.ClassINET, Ttl: cfg.ttl}
-	mine := eps[first:]
 	m.Answer = make([]dns.RR, len(mine))
 	if qtype == dns.TypeAMTRELAY {
 		for i, e := range mine {

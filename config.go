@@ -31,6 +31,7 @@ type config struct {
 	health      healthCheck
 	allDown     allDownPolicy
 	fall        fall.F
+	dnssec      *dnssecConfig  // nil: answers are not signed
 	explain     bool           // CH TXT queries for the plugin's names get explanations
 	explainFrom []netip.Prefix // from these clients; others are refused
 	// shutdownGrace: how long the plugin keeps answering, not ready, before a shutdown goes on.

@@ -46,25 +46,18 @@ func (l *lifecycle) stop() bool {
 }
 
 // start is the OnStartup hook: relay health carried over from the instance this one replaces,
-// then the probe loops and the sources file watcher.
+// then the probe loops and the watchers of the instance's files.
 func (a *AMTRelay) start() error {
 	a.life.start(func(ctx context.Context, wg *sync.WaitGroup) {
 		for _, prev := range register(a, a.firstStartup) {
 			a.health.adopt(prev.health)
 		}
 		a.prober.start(ctx, wg)
-		if a.sources != nil {
+		for _, f := range a.followedFiles() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				a.sources.watch(ctx)
-			}()
-		}
-		if a.admin != nil {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				a.admin.watch(ctx)
+				f.watch(ctx)
 			}()
 		}
 	})
@@ -105,4 +98,19 @@ func (a *AMTRelay) stop() error {
 		deleteCanarySeries(cn)
 	}
 	return nil
+}
+
+// followedFiles lists the files the instance follows while it runs.
+func (a *AMTRelay) followedFiles() []*followedFile {
+	var files []*followedFile
+	if a.sources != nil {
+		files = append(files, &a.sources.followedFile)
+	}
+	if a.admin != nil {
+		files = append(files, &a.admin.followedFile)
+	}
+	if a.peers != nil {
+		files = append(files, &a.peers.followedFile)
+	}
+	return files
 }

@@ -101,6 +101,10 @@ var (
 		"1 while data of the canary's channel comes through some address of the relay, else 0.", []string{"relay", "canary"}, nil)
 	adminStateDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "relay_admin_state"),
 		"1 for the admin state the relay is in: auto (follows its probes), drain, down or up.", []string{"relay", "state"}, nil)
+	signaturesDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "dnssec_signatures_total"),
+		"Signatures computed for answers (cache misses times signing keys), since the Corefile in service was loaded.", nil, nil)
+	signatureHitsDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "dnssec_cache_hits_total"),
+		"Answers signed from the signature cache, since the Corefile in service was loaded.", nil, nil)
 	lastReloadDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "table_last_reload_timestamp_seconds"),
 		"Unix time of the last successful load of a sources file, start-up included.", nil, nil)
 )
@@ -112,6 +116,8 @@ func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- canaryUpDesc
 	ch <- adminStateDesc
 	ch <- sourcesDesc
+	ch <- signaturesDesc
+	ch <- signatureHitsDesc
 	ch <- lastReloadDesc
 }
 
@@ -125,7 +131,13 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 	canaryUp := map[[2]string]bool{}
 	admin := map[string]adminMode{}
 	prefixes, lastLoad := 0, int64(0)
+	signatures, hits, signing := uint64(0), uint64(0), false
 	for _, a := range cur {
+		if a.signer != nil {
+			signing = true
+			signatures += a.signer.SignaturesMade()
+			hits += a.signer.CacheHits()
+		}
 		v := a.view.load()
 		for _, r := range a.cfg.relays {
 			up[r.name] = v.health.relayUp[r.index]
@@ -151,6 +163,10 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(sourcesDesc, prometheus.GaugeValue, float64(prefixes))
+	if signing {
+		ch <- prometheus.MustNewConstMetric(signaturesDesc, prometheus.CounterValue, float64(signatures))
+		ch <- prometheus.MustNewConstMetric(signatureHitsDesc, prometheus.CounterValue, float64(hits))
+	}
 	if lastLoad > 0 {
 		ch <- prometheus.MustNewConstMetric(lastReloadDesc, prometheus.GaugeValue, float64(lastLoad)/1e9)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/amtdns/amtrelay/health"
+	"github.com/amtdns/amtrelay/sign"
 	"github.com/amtdns/amtrelay/table"
 
 	"github.com/coredns/caddy"
@@ -51,7 +52,14 @@ func setup(c *caddy.Controller) error {
 		a.firstStartup = true
 		return nil
 	})
-	c.OnStartup(a.start)
+	server := dnsserver.GetConfig(c)
+	c.OnStartup(func() error {
+		// The plugin chain exists once the servers are made, before OnStartup.
+		if cfg.dnssec != nil && server.Handler("dnssec") != nil {
+			return plugin.Error(pluginName, errDNSSECStacked)
+		}
+		return a.start()
+	})
 	c.OnShutdown(a.shutdown)
 	// These two run on the instance being replaced by a Corefile reload: a failed reload discards
 	// the new instances without their OnShutdown, so this one stops what they started.
@@ -104,7 +112,8 @@ func nextSerial() uint32 {
 	}
 }
 
-// parse reads one server block's amtrelay stanza into a config. It does no I/O.
+// parse reads one server block's amtrelay stanza into a config. Its only I/O is the DNSSEC key
+// files, which are part of the configuration.
 func parse(c *caddy.Controller) (*config, error) {
 	var cfg *config
 	for c.Next() {
@@ -248,6 +257,24 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 				}
 			}
 			cfg.canaries = append(cfg.canaries, cn)
+		case "dnssec":
+			dc, err := parseDNSSEC(c)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.dnssec != nil { // dnssec_peer_keys came first
+				dc.peers = cfg.dnssec.peers
+			}
+			cfg.dnssec = dc
+		case "dnssec_peer_keys":
+			pc, err := parsePeerKeysProperty(c)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.dnssec == nil {
+				cfg.dnssec = &dnssecConfig{}
+			}
+			cfg.dnssec.peers = pc
 		case "explain":
 			cfg.explain, cfg.explainFrom = true, defaultExplainFrom
 			if args := c.RemainingArgs(); len(args) > 0 {
@@ -290,6 +317,9 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 	}
 	if len(sources) == 0 && cfg.sources.path == "" {
 		return nil, c.Err("no source or sources file defined: every query would miss")
+	}
+	if cfg.dnssec != nil && len(cfg.dnssec.keys) == 0 {
+		return nil, c.Err("dnssec_peer_keys without dnssec: the peers' keys go with this network's own")
 	}
 	if len(cfg.canaries) > 0 && !cfg.health.enabled() {
 		return nil, c.Err("canary needs health checks: a canary is checked every health_check interval")
@@ -439,6 +469,61 @@ func parseSources(c *caddy.Controller) (sourcesConfig, error) {
 		}
 	}
 	return sc, nil
+}
+
+// parseDNSSEC reads `dnssec KEYFILE... [validity DURATION]` and loads the keys: they are the
+// signer's identity, part of the configuration, and a key that does not load fails the Corefile.
+func parseDNSSEC(c *caddy.Controller) (*dnssecConfig, error) {
+	args := c.RemainingArgs()
+	dc := &dnssecConfig{validity: sign.DefaultValidity}
+	var files []string
+	for i := 0; i < len(args); i++ {
+		if args[i] != "validity" {
+			files = append(files, resolvePath(c, args[i]))
+			continue
+		}
+		if i+1 >= len(args) || i+2 != len(args) {
+			return nil, c.Errf("dnssec: validity needs a duration, last")
+		}
+		d, err := time.ParseDuration(args[i+1])
+		if err != nil || d < sign.MinValidity || d > sign.MaxValidity {
+			return nil, c.Errf("dnssec: validity %q: want a duration from %v to %v", args[i+1], sign.MinValidity, sign.MaxValidity)
+		}
+		dc.validity = d
+		break
+	}
+	if len(files) == 0 {
+		return nil, c.Errf("dnssec needs at least one key file (K<name>.+013+<tag>)")
+	}
+	keys, err := sign.LoadKeys(files)
+	if err != nil {
+		return nil, c.Errf("dnssec: %v", err)
+	}
+	if _, _, err := sign.Roles(keys); err != nil {
+		return nil, c.Errf("dnssec: %v", err)
+	}
+	dc.keys = keys
+	return dc, nil
+}
+
+// parsePeerKeysProperty reads `dnssec_peer_keys FILE [reload DURATION]`.
+func parsePeerKeysProperty(c *caddy.Controller) (peerKeysConfig, error) {
+	pc := peerKeysConfig{reload: defaultSourcesReload, corefile: c.File(), line: c.Line()}
+	args := c.RemainingArgs()
+	switch {
+	case len(args) != 1 && len(args) != 3:
+		return pc, c.ArgErr()
+	case len(args) == 3 && args[1] != "reload":
+		return pc, c.Errf("dnssec_peer_keys: unknown option %q", args[1])
+	case len(args) == 3:
+		d, err := durationAtLeast(args[2], table.SettleTime)
+		if err != nil {
+			return pc, c.Errf("dnssec_peer_keys: reload: %v", err)
+		}
+		pc.reload = d
+	}
+	pc.path = resolvePath(c, args[0])
+	return pc, nil
 }
 
 // parseAdmin reads `admin FILE [reload DURATION]`.

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/amtdns/amtrelay/table"
+
+	"github.com/miekg/dns"
 )
 
 // view is what a query reads, with one atomic load: the connectivity table, the relay health and
@@ -15,6 +17,7 @@ type view struct {
 	sources *table.Table
 	health  *healthSnapshot
 	admin   adminModes
+	peers   []*dns.DNSKEY // the other networks' keys, with dnssec
 
 	// Derived from health and admin when the view is made.
 	serving      []bool // by endpoint id: up (by its probes, or forced) and its relay not drained
@@ -48,7 +51,7 @@ func (v *view) servingAny(relays []int, canary int) bool {
 }
 
 // viewPublisher joins the parts of the view as their owners publish them: the sources provider
-// its tables, relayHealth its snapshots, the admin file its modes.
+// its tables, relayHealth its snapshots, the admin file its modes, the peer keys file its keys.
 type viewPublisher struct {
 	cfg     *config
 	current atomic.Pointer[view]
@@ -70,6 +73,13 @@ func (p *viewPublisher) setHealth(h *healthSnapshot) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next.health = h
+	p.store()
+}
+
+func (p *viewPublisher) setPeers(keys []*dns.DNSKEY) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next.peers = keys
 	p.store()
 }
 

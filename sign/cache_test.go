@@ -185,7 +185,7 @@ func TestConcurrentSign(t *testing.T) {
 		aSet(apex, "192.0.2.1", "192.0.2.2", "192.0.2.3"),
 		aaaaSet(apexMixed, "2001:db8::1", "2001:db8::2"),
 		amtrelaySet(apex, amtrelay(10, true, "192.0.2.1"), amtrelay(20, true, "Relay.example.net.")),
-		s.DNSKEYSet(apex, 3600, nil),
+		DNSKEYSet(s.Keys(), apex, 3600, nil),
 		{NSEC(apexMixed, ttl, []uint16{dns.TypeA, dns.TypeAAAA})},
 	}
 	const workers, rounds = 8, 150

@@ -6,15 +6,15 @@ import (
 	"github.com/miekg/dns"
 )
 
-// DNSKEYSet returns the DNSKEY RRset of apex: the signer's keys, then the peers' (the public keys
+// DNSKEYSet returns the DNSKEY RRset of apex: keys, this network's, then the peers' (the public keys
 // of other networks that answer for the same names, RFC 8901 model 2, so that a resolver that
 // got this RRset from us validates their answers too), each once, with owner apex (as given),
 // class IN and TTL ttl. Keys that are the same RDATA are listed once; nil peers are skipped.
 //
 // RFC 4035 section 2.2 wants every RRset signed with every algorithm in the DNSKEY RRset, and
 // this network signs only with its own: peers should use the algorithms of its keys.
-func (s *Signer) DNSKEYSet(apex string, ttl uint32, peers []*dns.DNSKEY) []dns.RR {
-	out := make([]dns.RR, 0, len(s.keys)+len(peers))
+func DNSKEYSet(keys []*Key, apex string, ttl uint32, peers []*dns.DNSKEY) []dns.RR {
+	out := make([]dns.RR, 0, len(keys)+len(peers))
 	add := func(k *dns.DNSKEY) {
 		for _, rr := range out {
 			o := rr.(*dns.DNSKEY)
@@ -30,7 +30,7 @@ func (s *Signer) DNSKEYSet(apex string, ttl uint32, peers []*dns.DNSKEY) []dns.R
 			PublicKey: k.PublicKey,
 		})
 	}
-	for _, k := range s.keys {
+	for _, k := range keys {
 		add(&k.dnskey)
 	}
 	for _, k := range peers {

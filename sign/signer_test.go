@@ -32,7 +32,7 @@ func rrsets(s *Signer) map[string][]dns.RR {
 		"NS": {&dns.NS{Hdr: hdr(apexMixed, dns.TypeNS), Ns: "ns1.example.net."},
 			&dns.NS{Hdr: hdr(apexMixed, dns.TypeNS), Ns: "NS2.Example.NET."}},
 		"NSEC":   {NSEC(apexMixed, ttl, []uint16{dns.TypeA, dns.TypeNS, dns.TypeSOA, dns.TypeAAAA, dns.TypeDNSKEY, dns.TypeAMTRELAY})},
-		"DNSKEY": s.DNSKEYSet(apexMixed, 3600, nil),
+		"DNSKEY": DNSKEYSet(s.Keys(), apexMixed, 3600, nil),
 	}
 }
 
@@ -217,7 +217,7 @@ func TestRoles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			keyset := s.DNSKEYSet(apex, 3600, nil)
+			keyset := DNSKEYSet(s.Keys(), apex, 3600, nil)
 			for _, c := range []struct {
 				rrset []dns.RR
 				by    []*Key
