@@ -150,14 +150,16 @@ func (c *Client) open(family netip.Addr) (*endpoint, error) {
 	if family.Is4() {
 		network = "udp4"
 	}
-	return &endpoint{
+	e := &endpoint{
 		c:       c,
 		conn:    conn,
 		rc:      rc,
 		network: network,
 		byNonce: make(map[uint32]*inflight),
 		byDst:   make(map[netip.AddrPort]*inflight),
-	}, nil
+	}
+	e.raw.init()
+	return e, nil
 }
 
 // Close fails the pending probes with ErrClientClosed, closes the sockets
@@ -368,9 +370,9 @@ type inflight struct {
 	timer *time.Timer
 
 	nonce      uint32
-	want       byte // typeAdvertisement or typeQuery
-	dst        netip.AddrPort
-	prev, next *inflight // other steps awaiting dst
+	want       byte           // typeAdvertisement or typeQuery
+	dst        netip.AddrPort // without zone: replies and ICMP errors carry none
+	prev, next *inflight      // other steps awaiting dst
 
 	done    bool
 	outcome outcome
@@ -418,6 +420,8 @@ type endpoint struct {
 	rnd     [256]byte                    // crypto/rand output, drawn 64 nonces at a time
 	rndUsed int
 
+	raw rawIO // the platform's way to send and receive
+
 	drainMu sync.Mutex // one error-queue reader at a time, for the buffers
 	errBuf  [64]byte
 	oob     [256]byte
@@ -458,14 +462,14 @@ func (e *endpoint) register(p *inflight, want byte, dst netip.AddrPort) (uint32,
 	if err != nil {
 		return 0, err
 	}
-	p.nonce, p.want, p.dst = nonce, want, dst
+	p.nonce, p.want, p.dst = nonce, want, netip.AddrPortFrom(dst.Addr().WithZone(""), dst.Port())
 	p.done, p.outcome, p.ignored, p.err = false, outNone, 0, nil
 	e.byNonce[nonce] = p
-	p.prev, p.next = nil, e.byDst[dst]
+	p.prev, p.next = nil, e.byDst[p.dst]
 	if p.next != nil {
 		p.next.prev = p
 	}
-	e.byDst[dst] = p
+	e.byDst[p.dst] = p
 	return nonce, nil
 }
 
@@ -560,7 +564,7 @@ func (e *endpoint) release(p *inflight) {
 func (e *endpoint) send(msg []byte, dst netip.AddrPort) error {
 	var err error
 	for range sendTries {
-		_, err = e.conn.WriteToUDPAddrPort(msg, dst)
+		err = e.sendTo(msg, dst)
 		if err == nil || errors.Is(err, net.ErrClosed) {
 			return err
 		}
@@ -576,10 +580,10 @@ func (e *endpoint) read() {
 	buf := make([]byte, maxDatagram) // nothing truncated can then parse
 	failures := 0
 	for {
-		n, from, err := e.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := e.recvFrom(buf)
 		if err == nil {
 			failures = 0
-			e.dispatch(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), time.Now())
+			e.dispatch(buf[:n], from, time.Now())
 			continue
 		}
 		if errors.Is(err, net.ErrClosed) {
