@@ -33,6 +33,9 @@ const (
 // the Client's result for a port whose ICMP error was rate-limited away is
 // a timeout like anyone's.
 func TestClientStress(t *testing.T) {
+	// In parallel with the slow Tunnel tests: it spends most of its time
+	// waiting for silent relays.
+	t.Parallel()
 	const (
 		relays   = 50
 		perRelay = 20

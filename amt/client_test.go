@@ -15,6 +15,8 @@ import (
 	"github.com/amtdns/amtrelay/amt/amttest"
 )
 
+// newClient gives each test a Client of its own, so that the tests can run
+// in parallel without seeing each other's datagrams.
 func newClient(t testing.TB) *amt.Client {
 	t.Helper()
 	c, err := amt.NewClient()
@@ -35,6 +37,7 @@ func wantQuiet(t *testing.T, c *amt.Client) {
 }
 
 func TestClientProbeOK(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	for _, addr := range []string{"127.0.0.1:0", "127.0.0.7:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) {
@@ -64,6 +67,7 @@ func TestClientProbeOK(t *testing.T) {
 }
 
 func TestClientProbeAdvertisedOtherRelay(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	for _, a := range []string{"192.0.2.10", "2001:db8::10"} {
@@ -76,6 +80,7 @@ func TestClientProbeAdvertisedOtherRelay(t *testing.T) {
 }
 
 func TestClientProbeMappedTarget(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	mapped := netip.AddrPortFrom(netip.AddrFrom16(r.Addr().Addr().As16()), r.Addr().Port())
@@ -86,6 +91,7 @@ func TestClientProbeMappedTarget(t *testing.T) {
 }
 
 func TestClientProbeOtherSource(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	for _, addr := range []string{"127.0.0.2:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) {
@@ -103,6 +109,7 @@ func TestClientProbeOtherSource(t *testing.T) {
 }
 
 func TestClientProbeSilent(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.Silent)
@@ -121,6 +128,7 @@ func TestClientProbeSilent(t *testing.T) {
 // its nonce in a malformed Advertisement (Short), and by coming from the
 // probed address and port (WrongNonce, WrongType).
 func TestClientProbeBadReply(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	for _, m := range []amttest.Mode{amttest.WrongNonce, amttest.WrongType, amttest.Short} {
 		t.Run(m.String(), func(t *testing.T) {
@@ -145,6 +153,7 @@ func TestClientProbeBadReply(t *testing.T) {
 }
 
 func TestClientProbeRefused(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	for _, addr := range []string{"127.0.0.1:0", "127.0.0.9:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) {
@@ -155,6 +164,7 @@ func TestClientProbeRefused(t *testing.T) {
 }
 
 func TestClientProbeStopRestart(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.4:0")
 	if rep := c.Probe(context.Background(), r.Addr(), okTimeout); rep.Result != amt.ResultOK {
@@ -173,6 +183,7 @@ func TestClientProbeStopRestart(t *testing.T) {
 }
 
 func TestClientProbeCancel(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.Silent)
@@ -191,6 +202,7 @@ func TestClientProbeCancel(t *testing.T) {
 }
 
 func TestClientProbeAlreadyCanceledAndInvalid(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -205,6 +217,7 @@ func TestClientProbeAlreadyCanceledAndInvalid(t *testing.T) {
 }
 
 func TestClientProbeContextDeadline(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.Silent)
@@ -221,6 +234,7 @@ func TestClientProbeContextDeadline(t *testing.T) {
 }
 
 func TestClientProbeSkipsNoiseThenMatches(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	relay := netip.MustParseAddr("192.0.2.10")
 	addr, wait := fakeRelay(t, func(n uint32) [][]byte {
@@ -243,6 +257,7 @@ func TestClientProbeSkipsNoiseThenMatches(t *testing.T) {
 }
 
 func TestClientProbeOversizedNotTruncated(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	addr, wait := fakeRelay(t, func(n uint32) [][]byte {
 		m := amt.AppendAdvertisement(nil, n, netip.MustParseAddr("::1"))
@@ -256,6 +271,7 @@ func TestClientProbeOversizedNotTruncated(t *testing.T) {
 }
 
 func TestClientProbeFloodBounded(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	addr, wait := fakeRelay(t, func(n uint32) [][]byte {
 		junk := make([][]byte, 200)
@@ -282,6 +298,7 @@ func TestClientProbeFloodBounded(t *testing.T) {
 }
 
 func TestClientProbeConcurrentSameRelay(t *testing.T) {
+	t.Parallel()
 	// One socket, one relay, fifty probes in flight: only nonces keep
 	// the answers apart, and a valid answer is never charged to another.
 	c := newClient(t)
@@ -299,6 +316,7 @@ func TestClientProbeConcurrentSameRelay(t *testing.T) {
 }
 
 func TestClientHandshakeOK(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	for _, addr := range []string{"127.0.0.1:0", "127.0.0.7:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) {
@@ -330,6 +348,7 @@ func TestClientHandshakeOK(t *testing.T) {
 }
 
 func TestClientHandshakeLimit(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.Limit)
@@ -340,6 +359,7 @@ func TestClientHandshakeLimit(t *testing.T) {
 }
 
 func TestClientHandshakeNoQuery(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.RequestSilent)
@@ -359,6 +379,7 @@ func TestClientHandshakeNoQuery(t *testing.T) {
 }
 
 func TestClientHandshakeSilent(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.Silent)
@@ -369,6 +390,7 @@ func TestClientHandshakeSilent(t *testing.T) {
 }
 
 func TestClientHandshakeRefused(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) {
@@ -382,6 +404,7 @@ func TestClientHandshakeRefused(t *testing.T) {
 }
 
 func TestClientHandshakeRefusedAtRequest(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetAdvertised(closedPort(t, "127.0.0.2:0").Addr())
@@ -398,6 +421,7 @@ func TestClientHandshakeRefusedAtRequest(t *testing.T) {
 }
 
 func TestClientHandshakeAdvertisedElsewhere(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	relay := startResponder(t, "127.0.0.2:0")
 	disc, err := amttest.Start(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), relay.Addr().Port()).String())
@@ -417,6 +441,7 @@ func TestClientHandshakeAdvertisedElsewhere(t *testing.T) {
 }
 
 func TestClientHandshakeOtherSource(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.OtherSource)
@@ -427,6 +452,7 @@ func TestClientHandshakeOtherSource(t *testing.T) {
 }
 
 func TestClientHandshakeBadDiscoveryReplies(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	for _, m := range []amttest.Mode{amttest.WrongNonce, amttest.WrongType, amttest.Short} {
 		t.Run(m.String(), func(t *testing.T) {
@@ -447,6 +473,7 @@ func TestClientHandshakeBadDiscoveryReplies(t *testing.T) {
 }
 
 func TestClientHandshakeBadQueries(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	addr := scriptedRelay(t, func(n uint32) [][]byte {
 		q := amt.Query{MAC: amt.MAC{1}, Nonce: n, QRV: 2, QQI: time.Second}
@@ -470,6 +497,7 @@ func TestClientHandshakeBadQueries(t *testing.T) {
 }
 
 func TestClientHandshakeAcceptsMLDQueryAndSkipsNoise(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	addr := scriptedRelay(t, func(n uint32) [][]byte {
 		q := amt.Query{MAC: amt.MAC{1}, Nonce: n, MLD: true, Querier: netip.MustParseAddr("fe80::1"), QRV: 2, QQI: 125 * time.Second}
@@ -482,6 +510,7 @@ func TestClientHandshakeAcceptsMLDQueryAndSkipsNoise(t *testing.T) {
 }
 
 func TestClientHandshakeTeardownWhenG(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startRelay(t, "127.0.0.1:0", amttest.Config{GatewayField: true})
 	h := c.Handshake(context.Background(), r.Addr(), okTimeout)
@@ -498,6 +527,7 @@ func TestClientHandshakeTeardownWhenG(t *testing.T) {
 }
 
 func TestClientHandshakeBadAdvertisedAddress(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	for _, tc := range []struct {
@@ -522,6 +552,7 @@ func TestClientHandshakeBadAdvertisedAddress(t *testing.T) {
 }
 
 func TestClientHandshakeCancelAtRequest(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.RequestSilent)
@@ -548,6 +579,7 @@ func TestClientHandshakeCancelAtRequest(t *testing.T) {
 }
 
 func TestClientHandshakeInvalid(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -559,6 +591,8 @@ func TestClientHandshakeInvalid(t *testing.T) {
 	}
 }
 
+// TestClientCloseEndsPendingAndLeavesNothing is not parallel: the leak
+// check would see other tests' goroutines.
 func TestClientCloseEndsPendingAndLeavesNothing(t *testing.T) {
 	r := startResponder(t, "127.0.0.1:0")
 	r.SetMode(amttest.Silent)
@@ -593,6 +627,7 @@ func TestClientCloseEndsPendingAndLeavesNothing(t *testing.T) {
 }
 
 func TestClientUnmatchedCounted(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	local := netip.AddrPortFrom(addr4, c.LocalAddr(addr4).Port())
 	s, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
@@ -609,5 +644,27 @@ func TestClientUnmatchedCounted(t *testing.T) {
 	waitUntil(t, "the junk to be counted", func() bool { return c.Stats().Unmatched == uint64(len(junk)) })
 	if st := c.Stats(); st.Replies != 0 || st.Ignored != 0 || st.Pending != 0 {
 		t.Errorf("Stats %+v", st)
+	}
+}
+
+func TestClientProbeZonedTarget(t *testing.T) {
+	t.Parallel()
+	// Raw sends cannot carry a zone, so zoned targets take another path;
+	// the reply comes back without a zone and must still find the probe.
+	var zone string
+	ifs, _ := net.Interfaces()
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagLoopback != 0 {
+			zone = ifc.Name
+		}
+	}
+	if zone == "" {
+		t.Skip("No loopback interface")
+	}
+	c := newClient(t)
+	r := startResponder(t, "[::1]:0")
+	target := netip.AddrPortFrom(r.Addr().Addr().WithZone(zone), r.Addr().Port())
+	if h := c.Handshake(context.Background(), target, okTimeout); h.Result != amt.ResultOK || h.Ignored != 0 {
+		t.Errorf("Handshake(%v) = %v, %d ignored (%v), want ok", target, h.Result, h.Ignored, h.Err)
 	}
 }
