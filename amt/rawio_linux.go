@@ -79,9 +79,11 @@ func rawAddrPort(rsa *unix.RawSockaddrAny) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// rawSend is one send's state, pooled with its bound callback.
+// rawSend is one send's state, pooled with its bound callback. The
+// message is copied in, so that callers' buffers stay on their stacks.
 type rawSend struct {
-	msg   []byte
+	buf   [64]byte // more than the largest message a Client sends
+	n     int
 	sa    unix.RawSockaddrInet6 // or a RawSockaddrInet4 in its first bytes
 	salen uintptr
 	errno syscall.Errno
@@ -96,7 +98,7 @@ var rawSendPool = sync.Pool{New: func() any {
 
 func (s *rawSend) sendOnce(fd uintptr) bool {
 	for {
-		_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(s.msg))), uintptr(len(s.msg)), 0,
+		_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(s.n), 0,
 			uintptr(unsafe.Pointer(&s.sa)), s.salen)
 		switch errno {
 		case unix.EINTR:
@@ -110,14 +112,14 @@ func (s *rawSend) sendOnce(fd uintptr) bool {
 }
 
 func (e *endpoint) sendTo(msg []byte, dst netip.AddrPort) error {
-	if dst.Addr().Zone() != "" {
+	if dst.Addr().Zone() != "" || len(msg) > len(rawSend{}.buf) {
 		// The net package knows how to turn a zone into a scope.
 		_, err := e.conn.WriteToUDPAddrPort(msg, dst)
 		return err
 	}
 	s := rawSendPool.Get().(*rawSend)
 	defer rawSendPool.Put(s)
-	s.msg, s.errno = msg, 0
+	s.n, s.errno = copy(s.buf[:], msg), 0
 	s.sa = unix.RawSockaddrInet6{}
 	port := (*[2]byte)(unsafe.Pointer(&s.sa.Port))
 	port[0], port[1] = byte(dst.Port()>>8), byte(dst.Port())
@@ -135,7 +137,6 @@ func (e *endpoint) sendTo(msg []byte, dst netip.AddrPort) error {
 		s.salen = unix.SizeofSockaddrInet6
 	}
 	err := e.rc.Write(s.fn)
-	s.msg = nil
 	if err == nil && s.errno != 0 {
 		err = &net.OpError{Op: "write", Net: e.network, Source: e.conn.LocalAddr(), Addr: net.UDPAddrFromAddrPort(dst), Err: os.NewSyscallError("sendto", s.errno)}
 	}
