@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,7 +27,7 @@ var errNoNonce = errors.New("amt: no free nonce")
 // Client runs Probes and Handshakes like the package functions of the same
 // names, but over one long-lived UDP socket per address family instead of a
 // socket per call: at hundreds of probes a second, opening, registering and
-// closing a socket costs several times the protocol's own four datagrams.
+// closing a socket costs more than the exchange itself.
 //
 // NewClient opens both sockets (unconnected, wildcard address, ephemeral
 // port, ICMP errors reported on Linux) and starts one reader goroutine per
@@ -48,18 +49,24 @@ var errNoNonce = errors.New("amt: no free nonce")
 //     but is not its reply (wrong length, bad inner packet, an
 //     Advertisement with a request nonce...), or when it comes from the
 //     exact address and port the probe is waiting on (every such probe, up
-//     to maxChain of them, is charged). Anything else is counted in
-//     ClientStats.Unmatched and dropped. A probe charged maxReads
-//     datagrams in one step ends at once, as before.
-//   - ResultRefused. An ICMP error (port unreachable and the like) ends
-//     every probe then waiting on the address and port it names, not only
-//     the one whose datagram drew it: Linux rate-limits ICMP errors (by
-//     default 1000/s with bursts of 50, loopback included), so the others
-//     might never get one of their own.
+//     to 64 of them, is charged). Anything else is counted in
+//     ClientStats.Unmatched and dropped. A probe charged 64 datagrams in
+//     one step ends at once, as before. A reply that comes after its probe
+//     gave up is junk from that address to any other probe still waiting
+//     on it.
+//   - ICMP errors. One ends every probe then waiting on the address and
+//     port it names, not only the one whose datagram drew it: Linux
+//     rate-limits ICMP errors (by default 1000/s with bursts of 50,
+//     loopback included), so the others might never get one of their own.
+//     Port unreachable is ResultRefused, any other ResultError, as before;
+//     where there is no error queue (not Linux) both end as timeouts.
 //   - A send that fails ends the probe with ResultError, never refused:
 //     on a shared socket Linux hands an ICMP error to whichever call comes
 //     next, sends included, so the send is retried after the error queue
 //     is read and a persistent failure is about this host, not the target.
+//   - RTTs end when the reader receives the reply rather than when the
+//     caller's goroutine wakes up, and Reply.From and QueryFrom carry no
+//     IPv6 zone.
 type Client struct {
 	v4, v6     *endpoint
 	err4, err6 error // why a family has no socket
@@ -112,6 +119,10 @@ const (
 	// maxReadBackoff caps the pause after read errors nothing explains, so
 	// that a broken socket cannot spin a core.
 	maxReadBackoff = 100 * time.Millisecond
+	// Every readBurst datagrams the reader yields: under a flood its reads
+	// never wait, and the probes it woke would otherwise sit behind it
+	// until the scheduler preempts it.
+	readBurst = 64
 )
 
 // NewClient opens the Client's IPv4 and IPv6 sockets and starts their
@@ -578,12 +589,16 @@ func (e *endpoint) send(msg []byte, dst netip.AddrPort) error {
 func (e *endpoint) read() {
 	defer e.c.wg.Done()
 	buf := make([]byte, maxDatagram) // nothing truncated can then parse
-	failures := 0
+	failures, burst := 0, 0
 	for {
 		n, from, err := e.recvFrom(buf)
 		if err == nil {
 			failures = 0
 			e.dispatch(buf[:n], from, time.Now())
+			if burst++; burst == readBurst {
+				burst = 0
+				runtime.Gosched()
+			}
 			continue
 		}
 		if errors.Is(err, net.ErrClosed) {
