@@ -10,12 +10,18 @@
 //   - Tunnel is a long-lived gateway tunnel that joins (S,G) channels and
 //     counts the Multicast Data that arrives for each: a canary stream, or
 //     a troubleshooting tool. The caller runs it (Run) on a goroutine of
-//     its own; nothing here starts goroutines that outlive a call.
+//     its own.
+//   - Client runs Probes and Handshakes over one shared socket per address
+//     family, for probers that run hundreds a second: a socket per call
+//     costs more than the exchange. It owns a reader goroutine per socket
+//     from NewClient to Close; apart from those, nothing here starts
+//     goroutines that outlive a call.
 //
-// All three use one unconnected UDP socket each and accept replies from any
-// source address of the relay, tying them to their requests with random
-// non-zero nonces; on Linux, ICMP port unreachable makes a closed port
-// "refused" rather than a timeout.
+// Probe, Handshake and Tunnel use one unconnected UDP socket each, the
+// Client one per family; all accept replies from any source address of the
+// relay, tying them to their requests with random non-zero nonces. On
+// Linux, ICMP port unreachable makes a closed port "refused" rather than a
+// timeout.
 //
 // Underneath are encoders and parsers for every message, gateway and relay
 // side (package amttest's fixture relay uses the relay side): Relay
