@@ -122,6 +122,41 @@ func TestCanaryFiltersRelays(t *testing.T) {
 	expectAddresses(t, s, "127.0.0.82")
 }
 
+// A relay whose handshake comes back is handed out for the sources under a canary as soon as for
+// the others: its canary failed for want of a tunnel while it was down, and waiting out rises
+// checks for data would answer those sources with fewer relays (or none) while the relay serves.
+func TestCanaryPresumedWithTheHandshake(t *testing.T) {
+	r0 := startResponder(t, "127.0.0.85:0")
+	r1 := startResponder(t, "127.0.0.86:0")
+	startBeacon(t, r0, r1)
+	s := startServer(t, canaryCorefile("nodata", r0, r1, ""))
+	expectAddresses(t, s, "127.0.0.85 127.0.0.86")
+
+	r1.Stop()
+	eventually(t, "c1's handshake and canary down", 5*time.Second, func() (bool, string) {
+		up := series(t, "coredns_amtrelay_canary_up")["canary=198.51.100.0/24,relay=c1"]
+		return relayUpValue(t, "c1") == 0 && up == 0, fmt.Sprintf("relay_up %v, canary_up %v", relayUpValue(t, "c1"), up)
+	})
+	if err := r1.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// Ask for the source without a canary first: once c1 is there, its handshake is up, and the
+	// source under the canary, asked after, must have it too.
+	eventually(t, "c1 back for both sources", 5*time.Second, func() (bool, string) {
+		plain := addressesOf(t, s, "udp", apexNoCanary)
+		underCanary := addressesOf(t, s, "udp", apexS)
+		if plain == "127.0.0.85 127.0.0.86" && underCanary != plain {
+			t.Fatalf("c1 is back for %s but not yet for %s (%s)", apexNoCanary, apexS, underCanary)
+		}
+		return underCanary == "127.0.0.85 127.0.0.86", underCanary
+	})
+	// The data comes through the tunnel again, and keeps the presumed canary up.
+	time.Sleep(3 * 200 * time.Millisecond)
+	if got := addressesOf(t, s, "udp", apexS); got != "127.0.0.85 127.0.0.86" {
+		t.Errorf("three checks after c1 came back: %s", got)
+	}
+}
+
 // The canary tunnel is one per relay address and survives a Corefile reload that keeps the canary:
 // the relay sees one join, not a leave and a join; a reload that drops the canary leaves it.
 func TestCanaryTunnelAcrossReloads(t *testing.T) {

@@ -115,10 +115,33 @@ func (h *relayHealth) observe(ids []int, o outcome) {
 	changed := false
 	for _, id := range ids {
 		h.lastProbe[id] = o
-		changed = h.record(&h.states[id], id, "", o) || changed
+		st := &h.states[id]
+		wasUp := st.Up()
+		changed = h.record(st, id, "", o) || changed
+		if st.Up() && !wasUp {
+			h.presumeCanaries(id)
+		}
 	}
 	if changed {
 		h.commit()
+	}
+}
+
+// presumeCanaries restores the canaries of endpoint id, whose handshake has just come back, to up.
+// Their checks failed while the relay was down, for want of a tunnel rather than of a multicast
+// path, and waiting out rises checks for data would keep the relay from the sources under a
+// canary, though it serves the others and readiness may already have drawn the anycast traffic
+// back. A relay that came back without its path leaves those sources again after fails checks
+// without data, as one that loses its path while up does.
+func (h *relayHealth) presumeCanaries(id int) {
+	nc := len(h.cfg.canaries)
+	for c, cn := range h.cfg.canaries {
+		st := &h.canaries[id*nc+c]
+		if !st.Up() {
+			st.Restore(true)
+			e := h.cfg.endpoints[id]
+			log.Infof("relay %s %s canary %s up: presumed with the handshake", e.relay.name, e, cn.text)
+		}
 	}
 }
 
