@@ -175,15 +175,17 @@ generic_hex() {
 }
 # q_owner_types SECTION: "owner TYPE" per record (owners as printed, case kept).
 q_owners() { q_section "$1" | awk '{ print $1 " " $4 }'; }
-# short_set NODE SERVER NAME TYPE: the answer's TYPE records sorted and space-separated,
-# "<STATUS/empty>" when there are none, "<no-reply>" when nothing answered.
+# short_set NODE SERVER NAME TYPE [validated]: the answer's TYPE records sorted and space-separated,
+# "<STATUS/empty>" when there are none, "<no-reply>" when nothing answered; with "validated", asked
+# with the AD bit, and "<not-validated:STATUS>" when the answer does not carry it.
 short_set() {
-	local node=$1 server=$2 name=$3 type=$4 out line st="" f=0 rr=() sorted=() x i
+	local node=$1 server=$2 name=$3 type=$4 validated=${5:-} out line st="" ad=0 f=0 rr=() sorted=() x i
 	# One kdig and no other process: the timed steps call this in a loop, and
 	# every fork counts on a small VM (kdig also starts faster than dig).
-	out=$(nsx "$node" kdig +retry=0 +timeout=2 "@$server" "$name" "$type" 2>&1)
+	out=$(nsx "$node" kdig +retry=0 +timeout=2 ${validated:++adflag} "@$server" "$name" "$type" 2>&1)
 	while IFS= read -r line; do
 		[[ -z $st && $line =~ status:\ ([A-Z]+) ]] && st=${BASH_REMATCH[1]}
+		[[ $line =~ ^\;\;\ Flags:\ ([^\;]*) && " ${BASH_REMATCH[1]} " == *" ad "* ]] && ad=1
 		if [[ $line == ";; ANSWER SECTION:" ]]; then f=1; continue; fi
 		[[ -z $line ]] && f=0
 		# shellcheck disable=SC2206
@@ -191,6 +193,11 @@ short_set() {
 	done <<<"$out"
 	[ -n "$st" ] || {
 		echo "<no-reply>"
+		return
+	}
+	# A validating resolver's answer that did not validate is no answer.
+	[ -z "$validated" ] || [ "$ad" = 1 ] || [ "$st" = SERVFAIL ] || {
+		echo "<not-validated:$st>"
 		return
 	}
 	[ ${#rr[@]} -gt 0 ] || {

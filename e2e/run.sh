@@ -17,7 +17,7 @@
 #   bash e2e/run.sh --no-install        do not apt-get anything, fail if a tool is missing
 #   E2E_PREBUILT=DIR bash e2e/run.sh    use the programs already built in DIR instead of building
 # Steps: topology direct unbound failover recovery reload table all_down handshake canary
-# gateway restart. "topology"
+# gateway restart dnssec. "topology"
 # (build the network, start every server, wait for convergence) always runs;
 # each other step first brings the network to the state it needs, so any one
 # can run alone.
@@ -37,7 +37,7 @@ set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 P=amte2e # namespace prefix
-ALL_STEPS=(topology direct unbound failover recovery reload table all_down handshake canary gateway restart)
+ALL_STEPS=(topology direct unbound failover recovery reload table all_down handshake canary gateway restart dnssec)
 DEADLINE=${E2E_DEADLINE:-270}
 
 only="" keep=0 install=1
@@ -91,7 +91,8 @@ host_state() {
 # ---------------------------------------------------------------- install, build
 install_packages() {
 	local -A need=([bird]=bird2 [birdc]=bird2 [unbound]=unbound [dig]=bind9-dnsutils
-		[kdig]=knot-dnsutils [ip]=iproute2 [curl]=curl [sysctl]=procps)
+		[kdig]=knot-dnsutils [ip]=iproute2 [curl]=curl [sysctl]=procps
+		[dnssec-keygen]=bind9-utils [dnssec-signzone]=bind9-utils [dnssec-dsfromkey]=bind9-utils [delv]=bind9-dnsutils)
 	local cmd pkgs=()
 	for cmd in "${!need[@]}"; do
 		command -v "$cmd" >/dev/null 2>&1 || pkgs+=("${need[$cmd]}")
@@ -123,7 +124,7 @@ install_packages() {
 }
 
 # The suite's programs: the server, the fixture relay, the gateway-side tool, the multicast sender.
-PROGRAMS=(cmd/coredns cmd/amt-responder cmd/amtdiscover e2e/mcastsend)
+PROGRAMS=(cmd/coredns cmd/amt-responder cmd/amtdiscover cmd/amtrelay-ds e2e/mcastsend)
 
 build() {
 	local go=${GO:-go} pkg

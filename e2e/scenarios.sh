@@ -34,9 +34,13 @@ n2_expected_presentation() {
 }
 
 # The user's view: what net8's Unbound returns for the anycast-style lookup.
-user_a() { short_set n8 "$RESOLVER" "$AMT_NAME" A; }
+user_a() { short_set n8 "$RESOLVER" "$AMT_NAME" A validated; }
 # user_amtrelay: net8's Unbound's AMTRELAY records at amt.<rev(S)>, sorted, "|"-joined.
-user_amtrelay() { dq n8 "@$RESOLVER" "$AMT_NAME" AMTRELAY; q_rdata ANSWER AMTRELAY | tr '\n' '|'; }
+user_amtrelay() {
+	dq n8 "@$RESOLVER" +adflag "$AMT_NAME" AMTRELAY
+	q_has_flag ad || echo "<not-validated:$(q_status)>"
+	q_rdata ANSWER AMTRELAY | tr '\n' '|'
+}
 # wait_user_amtrelay_n1 DESC TIMEOUT: wait until the user gets net1's AMTRELAY records. Unbound
 # caches AMTRELAY apart from A, so this waits out its own TTL even after user_a has turned.
 wait_user_amtrelay_n1() {
@@ -46,6 +50,7 @@ wait_user_amtrelay_n1() {
 # ---------------------------------------------------------------- baseline states
 # Every scenario starts from a known state so that --only works for each.
 wait_baseline() { # all relays up, net2 announced and reaching S, the user sees net2's relays
+	restore_peer_keys
 	if ! grep -q '^198\.51\.100\.0/24 ' "$WORK/conf/n2.sources"; then
 		n2_sources with_s >"$WORK/conf/n2.sources.new" && mv "$WORK/conf/n2.sources.new" "$WORK/conf/n2.sources"
 	fi
@@ -65,7 +70,7 @@ step_topology() {
 	wait_for "net8 route to net1's reverse-zone server" 15 0.2 eval 'nsx n8 ip -4 route show $REV_NS/32 | grep -q via' || { bad "$WAIT_ERR"; return 1; }
 	ok "net8 learned the other networks' prefixes"
 	wait_for "root, arpa and reverse-zone servers" 20 0.2 eval 'answers_at n8 $ROOT_NS . && answers_at n8 $ARPA_NS arpa. && answers_at n8 $REV_NS 100.51.198.in-addr.arpa.' || { bad "$WAIT_ERR"; return 1; }
-	ok "root, arpa./in-addr.arpa. and 100.51.198.in-addr.arpa. authorities answer"
+	ok "root, arpa. and 100.51.198.in-addr.arpa. authorities answer"
 	wait_for "net1 AMT DNS ready" 20 0.2 is_ready n1 || { bad "$WAIT_ERR (code $(ready_code n1))"; return 1; }
 	ok "net1 AMT DNS /ready 200 after its first probe round"
 	wait_for "net2 AMT DNS ready" 20 0.2 is_ready n2 || { bad "$WAIT_ERR (code $(ready_code n2))"; return 1; }
@@ -75,8 +80,8 @@ step_topology() {
 	local path
 	path=$(birdc_ n8 show route "$ANYCAST/32" all 2>/dev/null | sed -n 's/.*BGP.as_path: *//p' | head -n1)
 	if [ "$path" = "64500 64502" ]; then ok "net8's best path to the anycast address: AS $path"; else bad "net8's best path to $ANYCAST is '$path', want '64500 64502'"; fi
-	wait_for "Unbound resolving S's PTR" 20 0.3 eval '[ "$(short_set n8 $RESOLVER $REV_S PTR)" = source.net1.e2e. ]' || { bad "$WAIT_ERR"; return 1; }
-	ok "Unbound resolves $REV_S PTR through root -> arpa -> in-addr.arpa -> net1"
+	wait_for "Unbound resolving S's PTR" 20 0.3 eval '[ "$(short_set n8 $RESOLVER $REV_S PTR validated)" = source.net1.e2e. ]' || { bad "$WAIT_ERR"; return 1; }
+	ok "Unbound resolves $REV_S PTR through root -> arpa -> net1, validated from the root's key down"
 	[ -z "$STEP_FAILED" ]
 }
 
@@ -154,7 +159,8 @@ step_direct() {
 	dq n8 "@$srv" 'x\.y.'"$AMT_NAME" A
 	expect_negative "NXDOMAIN+SOA below the apex with an escaped dot (x\\.y.$AMT_NAME)" NXDOMAIN "$AMT_NAME"
 	dq n8 "@$srv" "amt.$(rev4 $S_UNKNOWN)" A
-	expect_negative "NXDOMAIN+SOA for a source in no table (amt.$(rev4 $S_UNKNOWN))" NXDOMAIN "amt.$(rev4 $S_UNKNOWN)"
+	# Signed (dnssec): the apex exists, so NODATA; unsigned it is NXDOMAIN (the Go tests check that).
+	expect_negative "NODATA+SOA for a source in no table (amt.$(rev4 $S_UNKNOWN)), the signed apex exists" NOERROR "amt.$(rev4 $S_UNKNOWN)"
 	# Only class IN is amtrelay's: net2 has forward, so CoreDNS lets CH through, and it goes to
 	# net1 (which refuses it), never to an answer of amtrelay's IN records.
 	dq n8 "@$srv" -c CH "$AMT_NAME" A
@@ -189,29 +195,30 @@ step_direct() {
 step_unbound() {
 	wait_baseline || return 1
 	# RFC 8777: <rev(S)> AMTRELAY -> type 3 -> A/AAAA of amt.<rev(S)>.
-	dq n8 "@$RESOLVER" +unknownformat "$REV_S" TYPE260
+	# Every answer validated (AD): the zones are signed from the root down, see step_dnssec.
+	dq n8 "@$RESOLVER" +adflag +unknownformat "$REV_S" TYPE260
 	local got
 	got=$( { q_rdata ANSWER AMTRELAY; q_rdata ANSWER TYPE260; } | generic_hex)
-	if [ "$(q_status)" = NOERROR ] && [ "$got" = "$((${#REV_AMTRELAY_HEX} / 2)) $REV_AMTRELAY_HEX" ]; then
-		ok "Unbound: $REV_S AMTRELAY = 10 0 3 $AMT_NAME (net1's zone, exact bytes)"
+	if [ "$(q_status)" = NOERROR ] && q_has_flag ad && [ "$got" = "$((${#REV_AMTRELAY_HEX} / 2)) $REV_AMTRELAY_HEX" ]; then
+		ok "Unbound: $REV_S AMTRELAY = 10 0 3 $AMT_NAME (net1's zone, exact bytes, validated)"
 	else
-		bad "Unbound: $REV_S AMTRELAY: want $REV_AMTRELAY_HEX, got $(q_status) [$got]"
+		bad "Unbound: $REV_S AMTRELAY: want $REV_AMTRELAY_HEX with AD, got $(q_status) [$got] flags [$(q_flags)]"
 	fi
 	dq n8 "@$RESOLVER" "$REV_S" AMTRELAY
 	local target
 	target=$(q_rdata ANSWER AMTRELAY | awk '$3 == 3 { print $4 }')
 	[ "$target" = "$AMT_NAME" ] || bad "dig presentation of the type-3 record: relay [$target], want $AMT_NAME"
-	got=$(short_set n8 "$RESOLVER" "${target:-$AMT_NAME}" A)
-	if [ "$got" = "$N2_SET" ]; then ok "Unbound: type-3 target $target A -> net2's relays ($got)"
+	got=$(short_set n8 "$RESOLVER" "${target:-$AMT_NAME}" A validated)
+	if [ "$got" = "$N2_SET" ]; then ok "Unbound: type-3 target $target A -> net2's relays ($got), validated"
 	else bad "Unbound: $target A: want net2's $N2_SET, got $got"; fi
-	got=$(short_set n8 "$RESOLVER" "$AMT_NAME" AAAA)
-	if [ "$got" = "$N2_RELAY_V6" ]; then ok "Unbound: $AMT_NAME AAAA -> $got"
+	got=$(short_set n8 "$RESOLVER" "$AMT_NAME" AAAA validated)
+	if [ "$got" = "$N2_RELAY_V6" ]; then ok "Unbound: $AMT_NAME AAAA -> $got, validated"
 	else bad "Unbound: $AMT_NAME AAAA: want $N2_RELAY_V6, got $got"; fi
 	# The anycast-style AMTRELAY lookup, bytes untouched by the resolver (D-bit).
-	dq n8 "@$RESOLVER" +unknownformat "$AMT_NAME" TYPE260
+	dq n8 "@$RESOLVER" +adflag +unknownformat "$AMT_NAME" TYPE260
 	got=$( { q_rdata ANSWER AMTRELAY; q_rdata ANSWER TYPE260; } | generic_hex)
-	if [ "$got" = "$(n2_expected_generic)" ]; then ok "Unbound: $AMT_NAME AMTRELAY -> net2's 4 records, exact bytes incl. D-bit"
-	else bad "Unbound: $AMT_NAME AMTRELAY: want [$(n2_expected_generic | tr '\n' '|')], got $(q_status) [$(tr '\n' '|' <<<"$got")]"; fi
+	if [ "$got" = "$(n2_expected_generic)" ] && q_has_flag ad; then ok "Unbound: $AMT_NAME AMTRELAY -> net2's 4 records, exact bytes incl. D-bit, validated"
+	else bad "Unbound: $AMT_NAME AMTRELAY: want [$(n2_expected_generic | tr '\n' '|')] with AD, got $(q_status) [$(tr '\n' '|' <<<"$got")] flags [$(q_flags)]"; fi
 	# Evidence that the resolver really minimised and randomised case.
 	if grep -qiE '"[A-Z0-9]+ IN 198\.in-addr\.arpa\. ' "$WORK/log/dns-ix.log"; then
 		ok "qname minimisation seen: the in-addr.arpa server was asked for 198.in-addr.arpa."
@@ -383,7 +390,7 @@ step_reload() {
 	wait_baseline || return 1
 	local new_name="amt.$(rev4 $S_NEW)"
 	dq n8 "@$N2_DNS" "$new_name" A
-	[ "$(q_status)" = NXDOMAIN ] || bad "before reload: $new_name A should be NXDOMAIN, got $(q_status)"
+	[ "$(q_status)" = NOERROR ] && [ -z "$(q_rrs ANSWER A)" ] || bad "before reload: $new_name A should be NODATA (a source in no table, signed), got $(q_status) [$(q_rrs ANSWER A)]"
 	# Two bounded query loops (direct and through Unbound) run across the reload.
 	rm -f "$WORK/run/loop-stop"
 	query_loop direct n8 "$N2_DNS" &
@@ -431,8 +438,8 @@ step_reload() {
 	local first
 	first=$(q_rrs ANSWER A | awk 'NR == 1 { print $3 }')
 	[ "$first" = "${N2_RELAYS_V4[1]}" ] && ok "A answer ordered by precedence: ${N2_RELAYS_V4[1]} (5) first" || bad "A order after reload: first is [$first], want ${N2_RELAYS_V4[1]}"
-	wait_for "Unbound to show the new precedence" $((ANSWER_TTL + 5)) 0.3 eval 'dq n8 @$RESOLVER $AMT_NAME AMTRELAY; [ "$(q_rdata ANSWER AMTRELAY)" = "$(n2_expected_presentation 5)" ]' &&
-		ok "through Unbound: new precedence visible after $(fmt_ms "$WAITED_MS")" || bad "$WAIT_ERR"
+	wait_for "Unbound to show the new precedence" $((ANSWER_TTL + 5)) 0.3 eval 'dq n8 @$RESOLVER +adflag $AMT_NAME AMTRELAY; q_has_flag ad && [ "$(q_rdata ANSWER AMTRELAY)" = "$(n2_expected_presentation 5)" ]' &&
+		ok "through Unbound: new precedence visible after $(fmt_ms "$WAITED_MS"), validated" || bad "$WAIT_ERR"
 	[ "$(ready_code n2)" = 200 ] || bad "net2 not ready after reload ($(ready_code n2))"
 	[ -z "$STEP_FAILED" ]
 }
@@ -699,5 +706,89 @@ step_gateway() {
 	[ "$rc" -eq 0 ] && [[ " ${N2_RELAYS_V4[*]} " == *" ${winner%:*} "* ]] &&
 		ok "RFC 8777 discovery (-mode driad): the type 3 relay name leads to net2's relay $winner" ||
 		bad "amtdiscover -mode driad exited $rc, winner [$winner]:$(tail -n 3 <<<"$out" | tr '\n' ' ')"
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 13. dnssec
+# delv_via_resolver NAME TYPE: BIND's validator, delv, looks NAME TYPE up
+# through net8's Unbound with the root's DS as its only trust anchor: a second
+# validator, independent of Unbound's, judging the same answers.
+delv_via_resolver() { nsx n8 delv -a "$WORK/conf/delv-anchor.conf" "@$RESOLVER" "$1" "$2" 2>&1; }
+# dnskey_count SERVER: how many keys SERVER's DNSKEY RRset at amt.<rev(S)> holds.
+dnskey_count() { dq n8 "@$1" +norec "$AMT_NAME" DNSKEY && q_rdata ANSWER DNSKEY | wc -l; }
+# user_answers_until DESC TIMEOUT WANT: poll user_a until it returns WANT;
+# ANSWERS gets what the user saw, with the time each first appeared.
+user_answers_until() {
+	local t0 t a last="" i
+	ANSWERS="" t0=$(now_ms)
+	for ((i = 0; i < 400; i++)); do
+		a=$(user_a)
+		t=$(($(now_ms) - t0))
+		[ "$a" != "$last" ] && ANSWERS+=" $(fmt_ms "$t"):[$a]" && last=$a
+		[ "$a" = "$3" ] && return 0
+		[ "$t" -lt $(($2 * 1000)) ] || break
+		nap 0.1
+	done
+	WAIT_ERR="timed out after $(fmt_ms "$t") waiting for $1"
+	return 1
+}
+
+# Each network signs amt.<rev(S)> with its own key, and S's operator publishes
+# one DS per network. What delv and Unbound must agree on: every answer the
+# design gives (positive, NODATA, NXDOMAIN, the RFC 8777 record in S's zone)
+# validates from the root down. Then why dnssec_peer_keys exists: a resolver
+# caches the DNSKEY RRset of whichever network anycast led it to (an hour),
+# and when anycast moves, the next network's signatures must verify against
+# that cached RRset. With each network's peer keys in its RRset they do;
+# without them the user gets SERVFAIL until the cached RRset expires.
+step_dnssec() {
+	wait_baseline || return 1
+	local c name type want out validated negative
+	for c in "$AMT_NAME A positive" "$AMT_NAME AAAA positive" "$AMT_NAME AMTRELAY positive" \
+		"$AMT_NAME DNSKEY positive" "$AMT_NAME TXT NODATA" "x.$AMT_NAME A NXDOMAIN" "$REV_S AMTRELAY positive"; do
+		read -r name type want <<<"$c"
+		out=$(delv_via_resolver "$name" "$type")
+		case $want in
+		positive) validated='; fully validated' negative="" ;;
+		NODATA) validated='; negative response, fully validated' negative=';; resolution failed: ncache nxrrset' ;;
+		NXDOMAIN) validated='; negative response, fully validated' negative=';; resolution failed: ncache nxdomain' ;;
+		esac
+		grep -q -x -F "$validated" <<<"$out" && { [ -z "$negative" ] || grep -q -x -F "$negative" <<<"$out"; } &&
+			ok "delv via Unbound: $name $type: $want, fully validated" ||
+			bad "delv via Unbound: $name $type: want $want, fully validated; got: $(grep -v '^$' <<<"$out" | head -n 4 | tr '\n' ' ')"
+	done
+	out=$(dnskey_count "$N2_DNS")
+	[ "$out" = 2 ] && ok "net2's DNSKEY RRset at $AMT_NAME: its own key and net1's (dnssec_peer_keys)" ||
+		bad "net2's DNSKEY RRset at $AMT_NAME holds $out keys, want 2"
+
+	# With peer keys: Unbound holds net2's RRset when anycast moves to net1.
+	unbound_ctl flush_zone "$AMT_NAME" >/dev/null
+	[ "$(user_a)" = "$N2_SET" ] || bad "after the cache flush, the user does not get net2's relays validated"
+	stop_relays n2
+	if user_answers_until "net1's relays, validated" $((HC_FAILS * HC_INTERVAL + ANSWER_TTL + 10)) "$N1_SET"; then
+		ok "with peer keys: net2's cached DNSKEY RRset validates net1's answers after anycast moves (user saw:$ANSWERS)"
+	else
+		bad "with peer keys: $WAIT_ERR (user saw:$ANSWERS)"
+	fi
+
+	# Without: net1's RRset holds only net1's key when Unbound caches it, and
+	# anycast moves back to net2.
+	: >"$WORK/conf/peers-n1.keys"
+	wait_for "net1's DNSKEY RRset down to its own key" 5 0.2 eval '[ "$(dnskey_count $N1_DNS)" = 1 ]' || bad "$WAIT_ERR"
+	unbound_ctl flush_zone "$AMT_NAME" >/dev/null
+	[ "$(user_a)" = "$N1_SET" ] || bad "after the cache flush, the user does not get net1's relays validated"
+	start_relays n2
+	wait_for "ix routing the anycast address to net2" 20 0.2 eval '[ "$(anycast_via)" = n2 ]' || bad "$WAIT_ERR"
+	# The user's A record from net1 expires within ANSWER_TTL; what comes next is net2's.
+	user_answers_until "SERVFAIL" $((ANSWER_TTL + 5)) "<SERVFAIL/empty>"
+	if [[ $ANSWERS == *"[<SERVFAIL/empty>]"* && $ANSWERS != *"[$N2_SET]"* ]]; then
+		ok "without peer keys: net2's answers fail validation against net1's cached RRset: SERVFAIL (user saw:$ANSWERS)"
+	else
+		bad "without peer keys: want SERVFAIL once anycast is at net2, user saw:$ANSWERS"
+	fi
+	restore_peer_keys
+	wait_for "net1's DNSKEY RRset with net2's key again" 5 0.2 eval '[ "$(dnskey_count $N1_DNS)" = 2 ]' || bad "$WAIT_ERR"
+	unbound_ctl flush_zone "$AMT_NAME" >/dev/null
+	unbound_ctl flush_bogus >/dev/null
 	[ -z "$STEP_FAILED" ]
 }

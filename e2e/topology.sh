@@ -2,7 +2,7 @@
 # Topology for e2e/run.sh: namespaces, links, BIRD, the DNS chain, relays.
 # Sourced, not run.
 #
-#                  ix (AS64500, transit; root "." and arpa/in-addr.arpa servers)
+#                  ix (AS64500, transit; root "." and arpa. servers)
 #               /        |         \
 #   net1 (AS64501)   net2 (AS64502)   net8 (AS64508, unicast only)
 #   source S         relays r2*       Unbound recursive resolver
@@ -31,7 +31,7 @@ declare -A RID=([ix]=100.64.0.254 [n1]=100.64.1.1 [n2]=100.64.2.1 [n8]=100.64.8.
 
 ANYCAST=100.64.53.53
 ROOT_NS=100.64.0.1     # a.root-servers.e2e.  (ix)
-ARPA_NS=100.64.0.2     # a.ns.arpa.            (ix): arpa. and in-addr.arpa.
+ARPA_NS=100.64.0.2     # a.ns.arpa.            (ix): arpa., in-addr.arpa. within it
 REV_NS=100.64.1.54     # ns1.100.51.198.in-addr.arpa. (net1): S's reverse zone
 N1_DNS=100.64.1.53     # net1 AMT DNS unicast
 N2_DNS=100.64.2.53     # net2 AMT DNS unicast
@@ -253,21 +253,17 @@ a.root-servers.e2e. A   $ROOT_NS
 arpa.               NS  a.ns.arpa.
 a.ns.arpa.          A   $ARPA_NS
 EOF
+	# arpa. and in-addr.arpa. as one zone: CoreDNS answers a parent and a
+	# child it serves together from the child, DS queries included, which
+	# breaks the chain of trust at the cut.
 	cat >"$z/arpa.zone" <<EOF
 \$ORIGIN arpa.
 \$TTL 300
-@        SOA a.ns.arpa. hostmaster.e2e. 1 3600 600 86400 60
-@        NS  a.ns
-a.ns     A   $ARPA_NS
-in-addr  NS  a.ns
-EOF
-	cat >"$z/in-addr.arpa.zone" <<EOF
-\$ORIGIN in-addr.arpa.
-\$TTL 300
-@                  SOA a.ns.arpa. hostmaster.e2e. 1 3600 600 86400 60
-@                  NS  a.ns.arpa.
-100.51.198         NS  ns1.100.51.198
-ns1.100.51.198     A   $REV_NS
+@                          SOA a.ns.arpa. hostmaster.e2e. 1 3600 600 86400 60
+@                          NS  a.ns
+a.ns                       A   $ARPA_NS
+100.51.198.in-addr         NS  ns1.100.51.198.in-addr
+ns1.100.51.198.in-addr     A   $REV_NS
 EOF
 	# net1's reverse zone for S: PTR, the RFC 8777 type-3 AMTRELAY pointing at
 	# amt.<rev(S)> (generic RFC 3597 form, see protocol.md on miekg/dns), and
@@ -285,8 +281,49 @@ ns1      A   $REV_NS
 amt-dns  A   $ANYCAST
 12       PTR source.net1.e2e.
 12       TYPE260 \\# $((${#rdata} / 2)) $rdata
-amt.12   NS  amt-dns
 EOF
+	sign_zones
+}
+
+# sign_zones: DNSSEC for the whole chain. Each AMT DNS network has its own
+# key for the amt.<rev(S)> apexes, which the plugin signs online; S's
+# operator delegates amt.<rev(S)> with one DS per network's key, as
+# amtrelay-ds writes them; then every zone is signed bottom up, each parent
+# carrying its child's DS, and Unbound trusts the root's key.
+sign_zones() {
+	local k=$WORK/keys z=$WORK/zones n
+	mkdir -p "$k/n1" "$k/n2" "$k/zones"
+	for n in n1 n2; do
+		printf -v "AMT_KEY_$n" '%s' "$k/$n/$(dnssec-keygen -q -a ECDSAP256SHA256 -f KSK -K "$k/$n" amt)" || return 1
+	done
+	# Each network's DNSKEY RRset lists the other's key (RFC 8901 model 2).
+	grep -v '^;' "$AMT_KEY_n2.key" >"$k/peers-n1.keys"
+	grep -v '^;' "$AMT_KEY_n1.key" >"$k/peers-n2.keys"
+	restore_peer_keys
+	"$BIN/amtrelay-ds" -ns "amt-dns.100.51.198.in-addr.arpa." -key "$AMT_KEY_n1" -key "$AMT_KEY_n2" "$S" >>"$z/rev-net1.zone" || return 1
+	sign_zone 100.51.198.in-addr.arpa. rev-net1.zone arpa.zone &&
+		sign_zone arpa. arpa.zone root.zone &&
+		sign_zone . root.zone || return 1
+	ROOT_DS=$(dnssec-dsfromkey -2 "$ROOT_KEY" | awk '{ $1 = "."; print }')
+}
+
+# restore_peer_keys: each network's file of its peers' keys as sign_zones wrote it.
+restore_peer_keys() {
+	local n
+	for n in n1 n2; do
+		cmp -s "$WORK/keys/peers-$n.keys" "$WORK/conf/peers-$n.keys" || cp "$WORK/keys/peers-$n.keys" "$WORK/conf/peers-$n.keys"
+	done
+}
+
+# sign_zone ORIGIN FILE [PARENT_FILE]: make ORIGIN's key, sign FILE in place
+# with it and add its DS to PARENT_FILE.
+sign_zone() {
+	local k=$WORK/keys/zones z=$WORK/zones key
+	key=$k/$(dnssec-keygen -q -a ECDSAP256SHA256 -f KSK -K "$k" "$1") || return 1
+	[ "$1" = . ] && ROOT_KEY=$key.key
+	dnssec-signzone -q -S -z -K "$k" -d "$k" -o "$1" -f "$z/$2.signed" "$z/$2" >>"$WORK/log/signzone.log" 2>&1 &&
+		mv "$z/$2.signed" "$z/$2" || return 1
+	[ -z "${3:-}" ] || dnssec-dsfromkey -2 "$key.key" >>"$z/$3"
 }
 
 write_corefiles() {
@@ -297,12 +334,11 @@ write_corefiles() {
     log
     file $WORK/zones/root.zone .
 }
-arpa in-addr.arpa {
+arpa {
     bind $ARPA_NS
     errors
     log
     file $WORK/zones/arpa.zone arpa
-    file $WORK/zones/in-addr.arpa.zone in-addr.arpa
 }
 EOF
 	cat >"$WORK/conf/Corefile.rev" <<EOF
@@ -334,6 +370,8 @@ EOF
         nameserver $AMT_NS_NAME
         health_check ${HC_INTERVAL}s timeout ${HC_TIMEOUT_MS}ms fails $HC_FAILS rises $HC_RISES
         all_down serve
+        dnssec $AMT_KEY_n1
+        dnssec_peer_keys $WORK/conf/peers-n1.keys reload 1s
     }
     whoami
 }
@@ -389,6 +427,8 @@ $extra
         canary 198.51.100.0/24 $BEACON $BEACON_GROUP
         all_down $all_down
         fallthrough in-addr.arpa
+        dnssec $AMT_KEY_n2
+        dnssec_peer_keys $WORK/conf/peers-n2.keys reload 1s
         # Longer than route-control's withdrawal (-f $RC_FAILS x -i $RC_INTERVAL) plus BGP.
         shutdown_grace ${SHUTDOWN_GRACE}s
     }
@@ -425,7 +465,9 @@ server:
     do-ip6: no
     access-control: 100.64.0.0/16 allow
     root-hints: "$WORK/unbound/root.hints"
-    module-config: "iterator"
+    module-config: "validator iterator"
+    trust-anchor: "$ROOT_DS"
+    val-log-level: 2
     qname-minimisation: yes
     use-caps-for-id: yes
     prefetch: no
@@ -438,9 +480,15 @@ server:
     # address briefly blackholes while BGP converges.
     infra-host-ttl: 5
 remote-control:
-    control-enable: no
+    # A local socket only: the dnssec step flushes the cache of amt.<rev(S)>.
+    control-enable: yes
+    control-interface: "$WORK/run/unbound.ctl"
 EOF
+	# delv's trust anchor: the same root DS Unbound trusts.
+	awk '{ printf "trust-anchors { . static-ds %s %s %s \"%s\"; };\n", $4, $5, $6, $7 }' <<<"$ROOT_DS" >"$WORK/conf/delv-anchor.conf"
 }
+# unbound_ctl COMMAND...: net8's Unbound's remote control.
+unbound_ctl() { nsx n8 unbound-control -c "$WORK/conf/unbound.conf" "$@"; }
 
 # ---------------------------------------------------------------- processes
 RELAYS_n1=("r1a ${N1_RELAYS[0]}:2268" "r1b ${N1_RELAYS[1]}:2268")
@@ -530,7 +578,10 @@ setup_topology() {
 	start_bird
 	# Stamped like every log: the timed steps read when ix switched the anycast route.
 	start_proc routes-ix ix ip monitor route
-	write_zones
+	write_zones || {
+		bad "writing and signing the zones (log/signzone.log)"
+		return 1
+	}
 	write_corefiles
 	write_unbound_conf
 	start_relays n1
