@@ -63,7 +63,7 @@ func newAMTRelay(cfg *config, gen *generation) (*AMTRelay, error) {
 	}
 	if cfg.dnssec != nil {
 		var err error
-		if a.signer, err = sign.NewSigner(cfg.dnssec.keys, cfg.dnssec.validity, 0); err != nil {
+		if a.signer, err = sign.NewSigner(cfg.dnssec.keys, cfg.dnssec.validity, cfg.dnssec.cacheEntries); err != nil {
 			return nil, err
 		}
 		if pc := cfg.dnssec.peers; pc.path != "" {

@@ -19,9 +19,10 @@ import (
 // others' public keys too (RFC 8901 model 2), so that a resolver keeps validating when routing
 // moves it from one network to another.
 type dnssecConfig struct {
-	keys     []*sign.Key
-	validity time.Duration
-	peers    peerKeysConfig
+	keys         []*sign.Key
+	validity     time.Duration
+	cacheEntries int // RRsets whose signatures are kept
+	peers        peerKeysConfig
 }
 
 // peerKeysConfig is where the other networks' public keys are: a file of DNSKEY records.

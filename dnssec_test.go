@@ -216,10 +216,14 @@ func TestDNSSECParseErrors(t *testing.T) {
 	}{
 		{"dnssec", "dnssec needs at least one key file"},
 		{"dnssec " + zsk, "SEP"},
-		{"dnssec " + ksk + " validity", "validity needs a duration"},
+		{"dnssec " + ksk + " validity", "validity needs a value"},
 		{"dnssec " + ksk + " validity 1h", `validity "1h": want a duration from 72h0m0s to 720h0m0s`},
 		{"dnssec " + ksk + " validity 9d", `validity "9d"`},
-		{"dnssec " + ksk + " validity 96h " + zsk, "validity needs a duration, last"},
+		{"dnssec " + ksk + " validity 96h " + zsk, "after the options: key files go first"},
+		{"dnssec " + ksk + " cache", "cache needs a value"},
+		{"dnssec " + ksk + " cache 0", `cache "0": want a number of RRsets from 1 to 10000000`},
+		{"dnssec " + ksk + " cache many", `cache "many"`},
+		{"dnssec " + ksk + " cache 10 validity 96h cache 20", "cache given twice"},
 		{"dnssec " + filepath.Join(dir, "Kmissing.+013+00001"), "Kmissing.+013+00001"},
 		{"dnssec_peer_keys bad.keys", "dnssec_peer_keys without dnssec"},
 		{"dnssec " + ksk + "\ndnssec_peer_keys bad.keys", "A record where only DNSKEY records go"},
@@ -237,11 +241,11 @@ func TestDNSSECParseErrors(t *testing.T) {
 		t.Fatalf("A missing peer keys file loaded: %+v", a.cfg.dnssec)
 	}
 	writeFile(t, filepath.Join(dir, "none.keys"), "; no peers yet\n")
-	a, err = setupIn(t, dir, "amtrelay {\n"+relay+"dnssec_peer_keys none.keys reload 2s\ndnssec "+ksk+" "+zsk+" validity 96h\n}")
+	a, err = setupIn(t, dir, "amtrelay {\n"+relay+"dnssec_peer_keys none.keys reload 2s\ndnssec "+ksk+" "+zsk+" cache 1000 validity 96h\n}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := a.cfg.dnssec; len(d.keys) != 2 || d.validity != 96*time.Hour || d.peers.reload != 2*time.Second || d.peers.path != filepath.Join(dir, "none.keys") {
+	if d := a.cfg.dnssec; len(d.keys) != 2 || d.validity != 96*time.Hour || d.cacheEntries != 1000 || d.peers.reload != 2*time.Second || d.peers.path != filepath.Join(dir, "none.keys") {
 		t.Errorf("Parsed %+v", d)
 	}
 }

@@ -471,29 +471,47 @@ func parseSources(c *caddy.Controller) (sourcesConfig, error) {
 	return sc, nil
 }
 
-// parseDNSSEC reads `dnssec KEYFILE... [validity DURATION]` and loads the keys: they are the
-// signer's identity, part of the configuration, and a key that does not load fails the Corefile.
+// parseDNSSEC reads `dnssec KEYFILE... [validity DURATION] [cache ENTRIES]` and loads the keys:
+// they are the signer's identity, part of the configuration, and a key that does not load fails
+// the Corefile.
 func parseDNSSEC(c *caddy.Controller) (*dnssecConfig, error) {
 	args := c.RemainingArgs()
-	dc := &dnssecConfig{validity: sign.DefaultValidity}
+	dc := &dnssecConfig{validity: sign.DefaultValidity, cacheEntries: sign.DefaultCacheEntries}
 	var files []string
-	for i := 0; i < len(args); i++ {
-		if args[i] != "validity" {
-			files = append(files, resolvePath(c, args[i]))
-			continue
-		}
-		if i+1 >= len(args) || i+2 != len(args) {
-			return nil, c.Errf("dnssec: validity needs a duration, last")
-		}
-		d, err := time.ParseDuration(args[i+1])
-		if err != nil || d < sign.MinValidity || d > sign.MaxValidity {
-			return nil, c.Errf("dnssec: validity %q: want a duration from %v to %v", args[i+1], sign.MinValidity, sign.MaxValidity)
-		}
-		dc.validity = d
-		break
+	for len(args) > 0 && args[0] != "validity" && args[0] != "cache" {
+		files = append(files, resolvePath(c, args[0]))
+		args = args[1:]
 	}
 	if len(files) == 0 {
 		return nil, c.Errf("dnssec needs at least one key file (K<name>.+013+<tag>)")
+	}
+	seen := map[string]bool{}
+	for ; len(args) > 0; args = args[2:] {
+		opt := args[0]
+		if opt != "validity" && opt != "cache" {
+			return nil, c.Errf("dnssec: %q after the options: key files go first, then validity and cache", opt)
+		}
+		if seen[opt] {
+			return nil, c.Errf("dnssec: %s given twice", opt)
+		}
+		seen[opt] = true
+		if len(args) < 2 {
+			return nil, c.Errf("dnssec: %s needs a value", opt)
+		}
+		switch opt {
+		case "validity":
+			d, err := time.ParseDuration(args[1])
+			if err != nil || d < sign.MinValidity || d > sign.MaxValidity {
+				return nil, c.Errf("dnssec: validity %q: want a duration from %v to %v", args[1], sign.MinValidity, sign.MaxValidity)
+			}
+			dc.validity = d
+		case "cache":
+			n, err := strconv.Atoi(args[1])
+			if err != nil || n < 1 || n > maxSignatureCache {
+				return nil, c.Errf("dnssec: cache %q: want a number of RRsets from 1 to %d", args[1], maxSignatureCache)
+			}
+			dc.cacheEntries = n
+		}
 	}
 	keys, err := sign.LoadKeys(files)
 	if err != nil {
@@ -505,6 +523,9 @@ func parseDNSSEC(c *caddy.Controller) (*dnssecConfig, error) {
 	dc.keys = keys
 	return dc, nil
 }
+
+// maxSignatureCache bounds the dnssec cache option: 10M cached RRsets are about 4 GB.
+const maxSignatureCache = 10_000_000
 
 // parsePeerKeysProperty reads `dnssec_peer_keys FILE [reload DURATION]`.
 func parsePeerKeysProperty(c *caddy.Controller) (peerKeysConfig, error) {

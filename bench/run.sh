@@ -3,7 +3,8 @@
 #
 #   1. whole servers on loopback with dnsperf, one at a time, in alternating rounds:
 #      whoami (the ceiling), amtrelay (10k sources, 50 health-checked relays with fixture
-#      responders up) and file (the same answers as static records);
+#      responders up), signed (the same amtrelay with dnssec, asked with DO set) and file (the
+#      same answers as static records);
 #   2. memory: RSS and live heap of amtrelay with 1M IPv4 + 200k IPv6 prefixes;
 #   2b. reload loop: QPS of that server while a new sources file replaces the old every second,
 #      against QPS while the file stays put;
@@ -20,7 +21,7 @@
 #
 # Settings (environment):
 #   BENCH_OUT             where builds, inputs, logs and results go (default bench/.run, ignored by git)
-#   BENCH_ROUNDS          server rounds, each whoami, amtrelay, file (default 5)
+#   BENCH_ROUNDS          server rounds, each whoami, amtrelay, signed, file (default 5)
 #   BENCH_SECONDS         dnsperf throughput run per server per round (default 8)
 #   BENCH_LATENCY_QPS     fixed query rate of the latency run (default 2000)
 #   BENCH_LATENCY_SECONDS length of the latency run (default 4)
@@ -58,7 +59,7 @@ CANARY_SECONDS=${BENCH_CANARY_SECONDS:-60}
 METRICS_ADDR=127.0.0.1:19153
 READY_ADDR=127.0.0.1:18181
 PPROF_ADDR=127.0.0.1:16053
-WARMUP_SECONDS=1
+WARMUP_SECONDS=20 # at most: one pass over queries.txt takes 3-10 s
 
 sections=servers,memory,reload,canaries,go
 quick=0
@@ -216,7 +217,7 @@ wait_ready() {
 		fi
 		sleep 0.1
 	done
-	die "amtrelay not ready within 30s (see $OUT/logs/amtrelay.log)"
+	die "the amtrelay server not ready within 30s (see $OUT/logs/)"
 }
 
 # dnsperf_field FILE LABEL: the first number after "LABEL:" in a dnsperf report.
@@ -228,20 +229,25 @@ dnsperf_field() {
 server_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$server_pid/stat"; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status"; }
 
-# measure NAME ROUND: one throughput run and one fixed-rate latency run against the running server.
+# measure NAME ROUND [DNSPERF_ARG...]: one throughput run and one fixed-rate latency run against
+# the running server, with DNSPERF_ARGS and the extra arguments given.
 measure() {
 	local name=$1 round=$2 tp=$RESULTS/$1.$2.throughput.txt lat=$RESULTS/$1.$2.latency.txt
+	shift 2
+	local args="$DNSPERF_ARGS $*"
+	# Warm-up: one pass over the query file, so that every server is measured as it runs for days,
+	# its caches (the signatures of the signed server) holding what the queries ask for.
 	timeout $((WARMUP_SECONDS + 10)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
-		$DNSPERF_ARGS -l "$WARMUP_SECONDS" >/dev/null 2>&1 || true
+		$args -n 1 >/dev/null 2>&1 || true
 	local ticks0 ticks1
 	ticks0=$(server_ticks)
 	timeout $((SECONDS_TP + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
-		$DNSPERF_ARGS -l "$SECONDS_TP" >"$tp" 2>&1 || die "dnsperf against $name"
+		$args -l "$SECONDS_TP" >"$tp" 2>&1 || die "dnsperf against $name"
 	ticks1=$(server_ticks)
 	# -v prints every query with its latency; at a fixed rate below every server's capacity the
 	# figures are the servers' latency, not the depth of a queue.
 	timeout $((LAT_SECONDS + 30)) dnsperf -s 127.0.0.1 -p "$PORT" -d "$GEN/queries.txt" -e \
-		$DNSPERF_ARGS -l "$LAT_SECONDS" -Q "$LAT_QPS" -v >"$lat" 2>&1 || die "dnsperf -v against $name"
+		$args -l "$LAT_SECONDS" -Q "$LAT_QPS" -v >"$lat" 2>&1 || die "dnsperf -v against $name"
 	local qps sat_lat lost stats completed cpu_us
 	qps=$(dnsperf_field "$tp" "Queries per second")
 	completed=$(dnsperf_field "$tp" "Queries completed")
@@ -272,19 +278,23 @@ if ((run_servers)); then
 
 	printf 'round\tserver\tqps\tsat_mean_us\tlost\tmean_us\tp99_us\tlat_n\tcpu_us_per_query\n' >"$RESULTS/servers.tsv"
 	for ((round = 1; round <= ROUNDS; round++)); do
-		# Round cost is about 3 x (start + warm-up + runs); stop early rather than overrun.
-		if ((round > 1 && $(elapsed) + 3 * (SECONDS_TP + LAT_SECONDS + WARMUP_SECONDS + 5) > BUDGET)); then
+		# Round cost is about 4 x (start + warm-up + runs); stop early rather than overrun.
+		if ((round > 1 && $(elapsed) + 4 * (SECONDS_TP + LAT_SECONDS + WARMUP_SECONDS + 5) > BUDGET)); then
 			log "time budget ${BUDGET}s reached: stopping after $((round - 1)) rounds"
 			break
 		fi
-		for name in whoami amtrelay file; do
+		for name in whoami amtrelay signed file; do
 			start_server "$name" "Corefile.$name"
-			[[ $name == amtrelay ]] && wait_ready
-			measure "$name" "$round"
+			case $name in
+			amtrelay) wait_ready && measure "$name" "$round" ;;
+			# DO set on every query: each answer at amt.<rev(S)> is signed.
+			signed) wait_ready && measure "$name" "$round" -D ;;
+			*) measure "$name" "$round" ;;
+			esac
 			stop_server
-			if [[ $name == amtrelay ]] && grep -q ' down: ' "$OUT/logs/amtrelay.log"; then
-				log "WARNING: a relay went down in round $round (see $OUT/logs/amtrelay.log)"
-				cp "$OUT/logs/amtrelay.log" "$OUT/logs/amtrelay.round$round.log"
+			if [[ $name == amtrelay || $name == signed ]] && grep -q ' down: ' "$OUT/logs/$name.log"; then
+				log "WARNING: a relay went down in round $round (see $OUT/logs/$name.log)"
+				cp "$OUT/logs/$name.log" "$OUT/logs/$name.round$round.log"
 			fi
 		done
 	done
@@ -530,8 +540,8 @@ go_metric() {
 	echo "== bench/run.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, results in $RESULTS =="
 	if [[ -s $RESULTS/servers.tsv ]] && (($(wc -l <"$RESULTS/servers.tsv") > 1)); then
 		n=$(($(wc -l <"$RESULTS/servers.tsv") - 1))
-		echo "servers ($((n / 3)) rounds; medians: QPS, server CPU per query, latency at $LAT_QPS qps):"
-		for s in whoami amtrelay file; do
+		echo "servers ($((n / 4)) rounds; medians: QPS, server CPU per query, latency at $LAT_QPS qps):"
+		for s in whoami amtrelay signed file; do
 			printf '  %-9s %9.0f qps   CPU %7.2f us/query   mean %9.1f us   p99 %9.1f us\n' "$s" \
 				"$(col $s 3 | median)" "$(col $s 9 | median)" "$(col $s 6 | median)" "$(col $s 7 | median)"
 		done
@@ -575,6 +585,9 @@ go_metric() {
 		printf 'amtrelay/whoami p99       %6.3f  (<= 1.10: %s)\n' "$r" "$(verdict "$r" '<=' 1.1)"
 		r=$(per_round_ratio file whoami 3)
 		printf 'file/whoami QPS           %6.3f\n' "$r"
+		r=$(per_round_ratio signed amtrelay 3)
+		printf 'signed(DO)/amtrelay QPS   %6.3f  (>= 0.80: %s)\n' "$r" "$(verdict "$r" '>=' 0.8)"
+		printf 'server CPU/query signed(DO)/amtrelay %6.3f\n' "$(per_round_ratio signed amtrelay 9)"
 		printf 'server CPU/query amtrelay/whoami %6.3f   amtrelay/file %6.3f\n' \
 			"$(per_round_ratio amtrelay whoami 9)" "$(per_round_ratio amtrelay file 9)"
 	fi

@@ -1,6 +1,8 @@
 package sign
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -88,4 +90,34 @@ func BenchmarkSignHitNegative(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkCacheBytesPerEntry fills a cache with the signatures of distinct A sets, one per apex
+// as the plugin's answers make them, and reports the live heap each cached RRset costs: what
+// the signature cache's size means in memory.
+func BenchmarkCacheBytesPerEntry(b *testing.B) {
+	const entries = 20000
+	key := genKey(b, dns.ED25519, 257)
+	for b.Loop() {
+		s, err := NewSigner([]*Key{key}, 0, entries)
+		if err != nil {
+			b.Fatal(err)
+		}
+		before := liveHeap()
+		for i := range entries {
+			owner := fmt.Sprintf("amt.%d.%d.18.198.in-addr.arpa.", i%256, i/256)
+			if _, err := s.Sign(aSet(owner, "192.0.2.1", "192.0.2.2", "192.0.2.3"), owner, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(liveHeap()-before)/entries, "B/entry")
+		runtime.KeepAlive(s)
+	}
+}
+
+func liveHeap() int64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }

@@ -31,8 +31,10 @@ const (
 	MaxValidity = 30 * 24 * time.Hour
 	// InceptionSlack is how long before the start of the UTC day signatures become valid.
 	InceptionSlack = 3 * time.Hour
-	// DefaultCacheEntries is the cache size NewSigner uses when given 0.
-	DefaultCacheEntries = 16384
+	// DefaultCacheEntries is the cache size NewSigner uses when given 0: the answers of some 20,000
+	// sources (A, AAAA, and SOA and NSEC for negative answers), about 27 MB when full
+	// (BenchmarkCacheBytesPerEntry: 418 bytes per A set of 3).
+	DefaultCacheEntries = 1 << 16
 )
 
 // Signer signs RRsets with a fixed set of keys and caches the signatures. It is safe for

@@ -3,6 +3,8 @@
 //	Corefile.whoami    the ceiling: CoreDNS answering every query with whoami
 //	Corefile.amtrelay  amtrelay with -sources host sources and -relays relays, health checks on,
 //	                   every relay probed on a loopback fixture responder
+//	Corefile.signed    Corefile.amtrelay with dnssec, signing with Kamt.+013+*.{key,private}
+//	                   (a P-256 key made at each run: the only input not from a fixed seed)
 //	Corefile.file      the file plugin serving the same answers as static records
 //	db.in-addr.arpa, db.ip6.arpa   the zones of Corefile.file
 //	responders.txt     the ADDR:PORT each fixture responder listens on, one a line
@@ -18,6 +20,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -27,6 +30,8 @@ import (
 	"slices"
 
 	"github.com/amtdns/amtrelay/revname"
+
+	"github.com/miekg/dns"
 )
 
 type options struct {
@@ -139,9 +144,14 @@ func generate(o options) error {
 		return err
 	}
 	rs := makeRelays(o.relays)
+	key, err := writeSigningKey(o.out)
+	if err != nil {
+		return err
+	}
 	files := map[string]func(*bufio.Writer) error{
 		"Corefile.whoami":   func(w *bufio.Writer) error { return writeWhoami(w, o) },
-		"Corefile.amtrelay": func(w *bufio.Writer) error { return writeAMTRelay(w, o, rs) },
+		"Corefile.amtrelay": func(w *bufio.Writer) error { return writeAMTRelay(w, o, rs, "") },
+		"Corefile.signed":   func(w *bufio.Writer) error { return writeAMTRelay(w, o, rs, key) },
 		"Corefile.file":     func(w *bufio.Writer) error { return writeFileCorefile(w, o) },
 		"db.in-addr.arpa":   func(w *bufio.Writer) error { return writeZone(w, o, rs, false) },
 		"db.ip6.arpa":       func(w *bufio.Writer) error { return writeZone(w, o, rs, true) },
@@ -201,7 +211,28 @@ func writeWhoami(w *bufio.Writer, o options) error {
 	return nil
 }
 
-func writeAMTRelay(w *bufio.Writer, o options, rs []relay) error {
+// writeSigningKey writes a new ECDSA P-256 key pair in BIND's format into dir and returns its
+// basename, as a dnssec line names it.
+func writeSigningKey(dir string) (string, error) {
+	pub := &dns.DNSKEY{
+		Hdr:       dns.RR_Header{Name: "amt.", Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 3600},
+		Flags:     dns.ZONE | dns.SEP,
+		Protocol:  3,
+		Algorithm: dns.ECDSAP256SHA256,
+	}
+	priv, err := pub.Generate(256)
+	if err != nil {
+		return "", err
+	}
+	base := fmt.Sprintf("Kamt.+%03d+%05d", pub.Algorithm, pub.KeyTag())
+	if err := os.WriteFile(filepath.Join(dir, base+".key"), []byte(pub.String()+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	return base, os.WriteFile(filepath.Join(dir, base+".private"), []byte(pub.PrivateKeyString(priv.(*ecdsa.PrivateKey))), 0o600)
+}
+
+// writeAMTRelay writes the amtrelay server; with a key basename, it signs (dnssec).
+func writeAMTRelay(w *bufio.Writer, o options, rs []relay, key string) error {
 	if err := serverBlock(w, o); err != nil {
 		return err
 	}
@@ -221,6 +252,9 @@ func writeAMTRelay(w *bufio.Writer, o options, rs []relay) error {
 			fmt.Fprintf(w, " %s", rs[k].name)
 		}
 		fmt.Fprintln(w)
+	}
+	if key != "" {
+		fmt.Fprintf(w, "\t\tdnssec %s\n", key)
 	}
 	fmt.Fprintf(w, "\t\thealth_check %s\n\t}\n}\n", o.interval)
 	return nil
