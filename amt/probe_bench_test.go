@@ -6,21 +6,13 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/amtdns/amtrelay/amt"
 	"github.com/amtdns/amtrelay/amt/amttest"
+	"github.com/amtdns/amtrelay/internal/cputime"
 )
-
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatalf("Getrusage: %v", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkProbeRound measures one health-check round over 1,000 targets
 // (50 loopback responders, each probed 20 times) with 64 probes in flight,
@@ -48,7 +40,7 @@ func BenchmarkProbeRound(b *testing.B) {
 
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := cpuTime(b)
+	cpu0 := cputime.Process()
 	for b.Loop() {
 		var next atomic.Int64
 		var wg sync.WaitGroup
@@ -67,7 +59,7 @@ func BenchmarkProbeRound(b *testing.B) {
 		}
 		wg.Wait()
 	}
-	cpu := cpuTime(b) - cpu0
+	cpu := cputime.Process() - cpu0
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/round")
 	b.ReportMetric(float64(failed.Load())/float64(b.N), "failed/round")
 }
