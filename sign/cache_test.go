@@ -352,7 +352,7 @@ func TestFastRdata(t *testing.T) {
 
 func TestCacheShards(t *testing.T) {
 	for _, tc := range []struct{ max, shards int }{
-		{1, 1}, {2, 1}, {511, 1}, {512, 2}, {1000, 2}, {DefaultCacheEntries, 64}, {DefaultCacheEntries - 1, 32}, {1 << 20, 64},
+		{1, 1}, {2, 1}, {511, 1}, {512, 2}, {1000, 2}, {16384, 64}, {16383, 32}, {DefaultCacheEntries, 64}, {1 << 20, 64},
 	} {
 		c := newCache(tc.max)
 		sum := 0
