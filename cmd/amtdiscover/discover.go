@@ -242,9 +242,8 @@ func discover(ctx context.Context, rv *resolver, src netip.Addr, mode, label str
 	}
 	wg.Wait()
 	for i, n := range names {
-		for _, r := range append(byName[i][0].Steps, byName[i][1].Steps...) {
-			res.Steps = append(res.Steps, r)
-		}
+		res.Steps = append(res.Steps, byName[i][0].Steps...)
+		res.Steps = append(res.Steps, byName[i][1].Steps...)
 		for _, rs := range byName[i] {
 			for _, r := range rs.Records {
 				if a, ok := addrOf(r); ok {
