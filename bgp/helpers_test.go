@@ -62,6 +62,8 @@ type routerOpts struct {
 	peerIP string
 	// asn is the router's AS; speakerAS makes the session iBGP.
 	asn uint32
+	// families the router offers; 0 means all four.
+	families Families
 }
 
 func startRouter(t testing.TB, o routerOpts) *router {
@@ -91,6 +93,9 @@ func startRouter(t testing.TB, o routerOpts) *router {
 		peer.GracefulRestart = &api.GracefulRestart{Enabled: true, HelperOnly: !o.fullGR, RestartTime: 120}
 	}
 	for _, f := range familyIndex {
+		if o.families != 0 && !o.families.Has(f) {
+			continue
+		}
 		as := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f.api(), Enabled: true}}
 		if o.fullGR {
 			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}

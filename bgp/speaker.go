@@ -117,6 +117,7 @@ type neighborState struct {
 	established bool
 	everUp      bool
 	since       time.Time
+	negotiated  Families // in the current session: configured and offered by the peer
 	eor         Families // End-of-RIB received in the current session
 	prefixes    [len(familyIndex)]int
 	synced      bool // latched, see syncedLocked
@@ -429,10 +430,14 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time
 		return
 	}
 	now := time.Now()
-	n.established, n.since, n.eor = up, now, 0
+	n.established, n.since, n.eor, n.negotiated = up, now, 0, 0
 	if up {
 		n.everUp = true
+		n.negotiated = n.cfg.Families & offered(st.RemoteCap)
 		s.logf("bgp: neighbor %v AS %d: established", n.cfg.Address, n.cfg.RemoteAS)
+		if missing := n.cfg.Families &^ n.negotiated; missing != 0 {
+			s.logf("bgp: neighbor %v AS %d: does not offer %v", n.cfg.Address, n.cfg.RemoteAS, missing.List())
+		}
 		return
 	}
 	n.lastError = st.DisconnectReason.String()
@@ -446,6 +451,25 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time
 		default: // one is pending already
 		}
 	}
+}
+
+// offered returns the families of the peer's Multiprotocol capabilities;
+// a peer without any speaks IPv4 unicast only (RFC 4760 section 8).
+func offered(caps []gobgp.ParameterCapabilityInterface) Families {
+	var fs Families
+	mp := false
+	for _, c := range caps {
+		if m, ok := c.(*gobgp.CapMultiProtocol); ok {
+			mp = true
+			if f, ok := familyOf(m.CapValue); ok {
+				fs |= Families(f)
+			}
+		}
+	}
+	if !mp {
+		return Families(IPv4Unicast)
+	}
+	return fs
 }
 
 // endOfRIB runs on GoBGP's watcher goroutine. GoBGP reports End-of-RIB
@@ -466,13 +490,13 @@ func (s *Speaker) endOfRIB(p *apiutil.Path, _ time.Time) {
 }
 
 // syncedLocked reports whether n has given its whole table once: it sent
-// End-of-RIB for each of its families in one session, or its hold time
+// End-of-RIB for each family negotiated in one session, or its hold time
 // has passed since Run started and its session is down. It latches, so
 // that readiness does not flap with the session.
 func (s *Speaker) syncedLocked(n *neighborState, now time.Time) bool {
 	switch {
 	case n.synced:
-	case n.established && n.eor&n.cfg.Families == n.cfg.Families:
+	case n.established && n.eor&n.negotiated == n.negotiated:
 		n.synced = true
 	case !n.established && !s.runStart.IsZero() && now.Sub(s.runStart) >= n.cfg.HoldTime:
 		n.synced = true

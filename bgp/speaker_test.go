@@ -182,6 +182,28 @@ func TestEndOfRIB(t *testing.T) {
 	}
 }
 
+// TestSyncedNegotiatedOnly: a peer that offers ipv4-multicast only syncs
+// with its End-of-RIB for that family; ipv6-multicast, configured but
+// not negotiated, is not waited for.
+func TestSyncedNegotiatedOnly(t *testing.T) {
+	r := startRouter(t, routerOpts{families: Families(IPv4Multicast)})
+	r.announce(r.path(IPv4Multicast, "198.51.100.0/24"))
+	var log lines
+	s, err := New(testConfig(r.neighbor()), log.logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSpeaker(t, s)
+	st := waitStatus(t, s, sessionLimit, "synced", func(st Status) bool { return st.Synced })
+	fs := st.Neighbors[0].Families
+	if !fs[0].Negotiated || !fs[0].EndOfRIB || fs[1].Negotiated || fs[1].EndOfRIB {
+		t.Errorf("Families %+v, want ipv4-multicast negotiated with End-of-RIB, ipv6-multicast not negotiated", fs)
+	}
+	if log.count("does not offer [ipv6-multicast]") != 1 {
+		t.Errorf("Log %v, want a line about ipv6-multicast", log.l)
+	}
+}
+
 func familyName(a *api.AfiSafi) string {
 	f := a.GetConfig().GetFamily()
 	for _, ours := range familyIndex {

@@ -25,7 +25,7 @@ type NeighborStatus struct {
 	Since time.Time
 	// Families are the configured ones, in a fixed order.
 	Families []FamilyStatus
-	// Synced: the neighbor sent End-of-RIB for each of its families in
+	// Synced: the neighbor sent End-of-RIB for each negotiated family in
 	// one session, or its hold time passed since Run started with its
 	// session down. It latches.
 	Synced bool
@@ -37,6 +37,10 @@ type NeighborStatus struct {
 // FamilyStatus is one family of a neighbor.
 type FamilyStatus struct {
 	Family Family
+	// Negotiated: both sides offered the family in the current session.
+	// The routes and End-of-RIB of a family the peer does not offer never
+	// come, and synced does not wait for them.
+	Negotiated bool
 	// Prefixes counts the best paths in the RIB that came from this
 	// neighbor: what the plugin sees of it, which is less than the
 	// neighbor sent when another neighbor's path for a prefix wins.
@@ -71,7 +75,7 @@ func (s *Speaker) Status() Status {
 			LastError:   ns.lastError,
 		}
 		for _, f := range n.Families.List() {
-			out.Families = append(out.Families, FamilyStatus{Family: f, Prefixes: ns.prefixes[indexOf(f)], EndOfRIB: ns.eor.Has(f)})
+			out.Families = append(out.Families, FamilyStatus{Family: f, Negotiated: ns.negotiated.Has(f), Prefixes: ns.prefixes[indexOf(f)], EndOfRIB: ns.eor.Has(f)})
 		}
 		st.Neighbors = append(st.Neighbors, out)
 	}
