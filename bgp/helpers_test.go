@@ -64,6 +64,8 @@ type routerOpts struct {
 	asn uint32
 	// families the router offers; 0 means all four.
 	families Families
+	// hold is the router's hold time in seconds; 0 means 9.
+	hold uint64
 }
 
 func startRouter(t testing.TB, o routerOpts) *router {
@@ -87,7 +89,7 @@ func startRouter(t testing.TB, o routerOpts) *router {
 	peer := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: cmpOr(o.peerIP, speakerIP), PeerAsn: speakerAS},
 		Transport: &api.Transport{PassiveMode: true},
-		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3, IdleHoldTimeAfterReset: 1}},
+		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: max(o.hold, 9), KeepaliveInterval: max(o.hold, 9) / 3, IdleHoldTimeAfterReset: 1}},
 	}
 	if !o.noGR {
 		peer.GracefulRestart = &api.GracefulRestart{Enabled: true, HelperOnly: !o.fullGR, RestartTime: 120}

@@ -100,41 +100,43 @@ func TestUnicastOnlyWhenConfigured(t *testing.T) {
 	// between two servers in one process (see Acquire).
 	r := startRouter(t, routerOpts{})
 	r2 := startRouter(t, routerOpts{})
-	r.announce(r.path(IPv4Unicast, "192.0.2.0/24"), r.path(IPv6Unicast, "2001:db8:1::/48"))
-	r.announce(r.path(IPv4Multicast, "198.51.100.0/24"))
-
+	for _, rt := range []*router{r, r2} {
+		rt.announce(rt.path(IPv4Unicast, "192.0.2.0/24"), rt.path(IPv6Unicast, "2001:db8:1::/48"))
+		rt.announce(rt.path(IPv4Multicast, "198.51.100.0/24"))
+	}
+	// s has the default families, s2 ipv4-unicast too.
 	s, err := New(testConfig(r.neighbor()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := r2.neighbor()
+	n.Families = DefaultFamilies | Families(IPv4Unicast)
+	s2, err := New(testConfig(n), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both started before either has a session (GoBGP dials 1.5-2 s after
+	// AddPeer), for the same race.
 	runSpeaker(t, s)
-	c := subscribe(t, s)
+	runSpeaker(t, s2)
+	waitFunc(t, time.Second, "both running", func() bool { return running(s) && running(s2) })
+	c, c2 := subscribe(t, s), subscribe(t, s2)
+
+	mc, uc4, uc6 := key(IPv4Multicast, "198.51.100.0/24"), key(IPv4Unicast, "192.0.2.0/24"), key(IPv6Unicast, "2001:db8:1::/48")
 	waitStatus(t, s, sessionLimit, "synced", func(st Status) bool { return st.Synced })
-	c.waitFor(t, routeLimit, "multicast route", has(key(IPv4Multicast, "198.51.100.0/24")))
-	// Synced means End-of-RIB for both families: the unicast routes would
-	// have come before it.
+	c.waitFor(t, routeLimit, "multicast route", has(mc))
+	waitStatus(t, s2, sessionLimit, "synced", func(st Status) bool { return st.Synced })
+	c2.waitFor(t, routeLimit, "multicast and ipv4 unicast routes", has(mc, uc4))
+	// Synced: End-of-RIB for every negotiated family, after which the
+	// router has sent all it will.
 	c.mu.Lock()
 	if len(c.routes) != 1 {
 		t.Errorf("Routes %v, want only the multicast one", c.routes)
 	}
 	c.mu.Unlock()
-
-	// The same router, the speaker configured for unicast too.
-	n := r.neighbor()
-	n.Families = DefaultFamilies | Families(IPv4Unicast)
-	n.Port = r2.port
-	r2.announce(r2.path(IPv4Unicast, "192.0.2.0/24"), r2.path(IPv6Unicast, "2001:db8:1::/48"))
-	s2, err := New(testConfig(n), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runSpeaker(t, s2)
-	c2 := subscribe(t, s2)
-	waitStatus(t, s2, sessionLimit, "synced", func(st Status) bool { return st.Synced })
-	c2.waitFor(t, routeLimit, "ipv4 unicast route", has(key(IPv4Unicast, "192.0.2.0/24")))
 	c2.mu.Lock()
-	if _, ok := c2.routes[key(IPv6Unicast, "2001:db8:1::/48")]; ok {
-		t.Errorf("IPv6 unicast route delivered, not configured")
+	if _, ok := c2.routes[uc6]; ok || len(c2.routes) != 2 {
+		t.Errorf("Routes %v, want the multicast and the ipv4 unicast ones", c2.routes)
 	}
 	c2.mu.Unlock()
 }
