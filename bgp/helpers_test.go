@@ -79,9 +79,11 @@ func startRouter(t testing.TB, o routerOpts) *router {
 		defer close(r.done)
 		r.srv.Serve()
 	}()
+	startMu.Lock()
 	err := r.srv.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
 		Asn: r.asn, RouterId: "192.0.2.254", ListenPort: int32(r.port), ListenAddresses: []string{routerIP},
 	}})
+	startMu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -324,10 +324,10 @@ func TestHoldTimer(t *testing.T) {
 	if d < 1500*time.Millisecond {
 		t.Errorf("Withdrawn after %v: too soon for a 3 s hold timer, something else closed the session", d)
 	}
-	st := s.Status()
-	if st.Neighbors[0].Established || st.Neighbors[0].LastError == "" {
-		t.Errorf("Status %+v, want down with a reason", st.Neighbors[0])
-	}
+	// GoBGP drops the routes, then reports the session down.
+	waitStatus(t, s, routeLimit, "down with a reason", func(st Status) bool {
+		return !st.Neighbors[0].Established && st.Neighbors[0].LastError != ""
+	})
 }
 
 // TestTwoNeighbors: the best path per prefix across two neighbors, one
