@@ -97,7 +97,7 @@ func TestRoutesFullThenDeltas(t *testing.T) {
 func TestUnicastOnlyWhenConfigured(t *testing.T) {
 	// Both routers first: GoBGP's StartBgp writes package variables that
 	// every running GoBGP server reads while it routes, a data race
-	// between two servers in one process (see Acquire).
+	// between two servers in one process (see startMu).
 	r := startRouter(t, routerOpts{})
 	r2 := startRouter(t, routerOpts{})
 	for _, rt := range []*router{r, r2} {
