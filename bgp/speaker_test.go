@@ -47,13 +47,15 @@ func TestRoutesFullThenDeltas(t *testing.T) {
 	k4, k6 := key(IPv4Multicast, "198.51.100.0/24"), key(IPv6Multicast, "2001:db8:100::/48")
 	early.waitFor(t, sessionLimit, "initial routes", has(k4, k6))
 
+	early.mu.Lock()
 	got := early.routes[k4]
 	if got.Neighbor != netip.MustParseAddr(routerIP) || !slices.Equal(got.Communities, []uint32{64500<<16 | 1, 64500<<16 | 2}) {
 		t.Errorf("Route %+v, want neighbor %s and communities 64500:1 64500:2", got, routerIP)
 	}
-	if len(early.batches) == 0 || !early.batches[0].Full || len(early.batches[0].Routes) != 0 {
-		t.Errorf("First batch %+v, want an empty full table", early.batches[0])
+	if b := early.batches[0]; !b.Full || len(b.Routes) != 0 {
+		t.Errorf("First batch %+v, want an empty full table", b)
 	}
+	early.mu.Unlock()
 
 	// A subscriber that comes later gets everything in its first batch.
 	late := subscribe(t, s)
