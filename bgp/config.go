@@ -140,6 +140,12 @@ func (c *Config) neighbors() []Neighbor {
 	return c.Neighbors[:]
 }
 
+// Validate reports what is wrong with c, as Acquire and New would.
+func (c Config) Validate() error {
+	_, err := c.normalize()
+	return err
+}
+
 // normalize validates c and returns it with defaults filled in and the
 // neighbors sorted by address, the form speakers are keyed and built by.
 func (c Config) normalize() (Config, error) {

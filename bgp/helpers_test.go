@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"maps"
 	"context"
 	"fmt"
 	"io"
@@ -234,7 +235,10 @@ type collector struct {
 	mu      sync.Mutex
 	routes  map[string]Route // by "family prefix"
 	batches []Batch
-	changed chan struct{}
+	// syncedWith is the routes held when a batch first said Synced; nil
+	// before.
+	syncedWith map[string]Route
+	changed    chan struct{}
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -268,6 +272,9 @@ func (c *collector) take(b Batch) {
 		} else {
 			c.routes[k] = r
 		}
+	}
+	if b.Synced && c.syncedWith == nil {
+		c.syncedWith = maps.Clone(c.routes)
 	}
 	c.mu.Unlock()
 	select {

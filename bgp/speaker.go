@@ -58,10 +58,20 @@ type Batch struct {
 	// may name a route the subscriber never saw: one announced and
 	// withdrawn again between two batches.
 	Routes []Route
+	// Synced is Status().Synced when the batch was taken: once it is true,
+	// every route a neighbor sent before its End-of-RIB is in this batch or
+	// an earlier one, so a subscriber that has applied it holds the whole
+	// table. A batch also comes, without routes, when it turns true.
+	Synced bool
 }
 
 // ErrStopped is returned by Subscribe once the speaker's Run has returned.
 var ErrStopped = errors.New("bgp: speaker stopped")
+
+// syncPoll is how often a subscriber's Synced is looked at while it is
+// false and nothing else happens: a neighbor's hold time passing with its
+// session down makes it synced without an event.
+const syncPoll = 250 * time.Millisecond
 
 // batchInterval is the shortest time between two batches to one
 // subscriber: a full table arriving from a peer, 100k routes or more in a
@@ -495,8 +505,22 @@ func (s *Speaker) endOfRIB(p *apiutil.Path, _ time.Time) {
 	defer s.mu.Unlock()
 	if n := s.neighbors[p.PeerAddress]; n != nil && !s.stopped && n.established {
 		n.eor |= Families(fam)
-		s.syncedLocked(n, time.Now())
+		if s.syncedLocked(n, time.Now()) {
+			s.wakeLocked()
+		}
 	}
+}
+
+// Route returns the best path of prefix p in family f, if there is one:
+// where a route in a subscriber's table came from.
+func (s *Speaker) Route(f Family, p netip.Prefix) (Route, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.rib[routeKey{family: f, prefix: p}]
+	if !ok {
+		return Route{}, false
+	}
+	return Route{Family: f, Prefix: p, Neighbor: v.neighbor, Communities: v.communities}, true
 }
 
 // syncedLocked reports whether n has given its whole table once: it sent

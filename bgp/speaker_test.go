@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -184,6 +185,48 @@ func TestEndOfRIB(t *testing.T) {
 	if n.Families[0].EndOfRIB || n.Families[0].Prefixes != 0 || !n.Synced || !st.Synced || n.LastError == "" {
 		t.Errorf("After the session closed: %+v; want no End-of-RIB, no prefixes, still synced, a reason", n)
 	}
+}
+
+// TestBatchSynced: the batch that first says Synced leaves the subscriber
+// with every route the peer sent before its End-of-RIB, and a subscriber
+// whose neighbor never comes up learns it is synced once the hold time
+// has passed, with no event to carry it.
+func TestBatchSynced(t *testing.T) {
+	r := startRouter(t, routerOpts{})
+	var paths []*apiutil.Path
+	for i := range 50 {
+		paths = append(paths, r.path(IPv4Multicast, fmt.Sprintf("198.51.%d.0/24", i)))
+	}
+	r.announce(paths...)
+	s, err := New(testConfig(r.neighbor()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := subscribe(t, s) // before Run: the first batch is empty and not synced
+	runSpeaker(t, s)
+	waitFunc(t, sessionLimit, "a synced batch", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.syncedWith != nil
+	})
+	c.mu.Lock()
+	if len(c.syncedWith) != 50 || c.batches[0].Synced {
+		t.Errorf("Synced with %d routes (want 50); first batch synced: %v", len(c.syncedWith), c.batches[0].Synced)
+	}
+	c.mu.Unlock()
+
+	n := Neighbor{Address: netip.MustParseAddr(routerIP), RemoteAS: routerAS, Port: freePort(t, routerIP), HoldTime: 3 * time.Second}
+	down, err := New(testConfig(n), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSpeaker(t, down)
+	c = subscribe(t, down)
+	waitFunc(t, 6*time.Second, "a synced batch without the neighbor", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.syncedWith != nil
+	})
 }
 
 // TestSyncedNegotiatedOnly: a peer that offers ipv4-multicast only syncs

@@ -57,11 +57,10 @@ func (s *Speaker) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	st := Status{Running: s.srv != nil, Synced: s.srv != nil}
+	st := Status{Running: s.srv != nil, Synced: s.syncedAllLocked(now)}
 	for _, n := range s.cfg.neighbors() {
 		ns := s.neighbors[n.Address]
 		synced := s.syncedLocked(ns, now)
-		st.Synced = st.Synced && synced
 		since := ns.since
 		if since.IsZero() {
 			since = s.runStart
@@ -83,4 +82,21 @@ func (s *Speaker) Status() Status {
 }
 
 // Synced is Status().Synced.
-func (s *Speaker) Synced() bool { return s.Status().Synced }
+func (s *Speaker) Synced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.syncedAllLocked(time.Now())
+}
+
+// syncedAllLocked reports whether Run is routing and every neighbor is
+// synced; the caller holds mu.
+func (s *Speaker) syncedAllLocked(now time.Time) bool {
+	if s.srv == nil {
+		return false
+	}
+	all := true
+	for _, n := range s.cfg.neighbors() {
+		all = s.syncedLocked(s.neighbors[n.Address], now) && all
+	}
+	return all
+}

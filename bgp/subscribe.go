@@ -33,6 +33,7 @@ func (s *Speaker) Subscribe(ctx context.Context, fn func(Batch)) error {
 	for k, v := range s.rib {
 		full = append(full, Route{Family: k.family, Prefix: k.prefix, Neighbor: v.neighbor, Communities: v.communities})
 	}
+	synced := s.syncedAllLocked(time.Now())
 	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
@@ -41,19 +42,25 @@ func (s *Speaker) Subscribe(ctx context.Context, fn func(Batch)) error {
 		s.mu.Unlock()
 	}()
 
-	fn(Batch{Full: true, Routes: full})
+	fn(Batch{Full: true, Routes: full, Synced: synced})
 	full = nil
 	last := time.Now()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	poll := time.NewTicker(syncPoll)
+	defer poll.Stop()
 	for {
+		if synced {
+			poll.Stop()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.done:
 			return ErrStopped
 		case <-sub.signal:
+		case <-poll.C:
 		}
 		if wait := batchInterval - time.Since(last); wait > 0 {
 			timer.Reset(wait)
@@ -65,7 +72,8 @@ func (s *Speaker) Subscribe(ctx context.Context, fn func(Batch)) error {
 			case <-timer.C:
 			}
 		}
-		if b := s.take(sub); len(b.Routes) > 0 {
+		if b := s.take(sub); len(b.Routes) > 0 || b.Synced != synced {
+			synced = b.Synced
 			fn(b)
 		}
 		last = time.Now()
@@ -87,12 +95,19 @@ func (s *Speaker) take(sub *subscriber) Batch {
 	// A new map rather than clear: after a full table it would keep its
 	// buckets for good.
 	sub.dirty = make(map[routeKey]struct{})
-	return Batch{Routes: routes}
+	return Batch{Routes: routes, Synced: s.syncedAllLocked(time.Now())}
 }
 
 func (s *Speaker) dirtyLocked(k routeKey) {
 	for sub := range s.subs {
 		sub.dirty[k] = struct{}{}
+	}
+	s.wakeLocked()
+}
+
+// wakeLocked has every subscriber take a batch.
+func (s *Speaker) wakeLocked() {
+	for sub := range s.subs {
 		select {
 		case sub.signal <- struct{}{}:
 		default:
