@@ -1,11 +1,10 @@
 package bgp
 
 import (
-	"maps"
+	"cmp"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"strconv"
@@ -14,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/osrg/gobgp/v4/api"
+	"github.com/amtdns/amtrelay/bgp/bgptest"
+
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
 // Addresses on loopback: the speaker under test dials from 127.0.0.1, the
@@ -30,27 +29,9 @@ const (
 	routerAS  = 64500
 )
 
-// freePort returns a TCP port free on ip a moment ago.
-func freePort(t testing.TB, ip string) uint16 {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
-
-// router is a second GoBGP server in the test process, standing in for the
-// network's own BGP speaker: it listens on routerIP and announces what the
-// test tells it to.
-type router struct {
-	t    testing.TB
-	asn  uint32
-	srv  *server.BgpServer
-	port uint16
-	done chan struct{}
-}
+// router is the network's BGP speaker, in the test process: it listens on
+// routerIP and announces what the test tells it to.
+type router struct{ *bgptest.Router }
 
 type routerOpts struct {
 	// fullGR advertises Graceful Restart for every family with the
@@ -71,110 +52,29 @@ type routerOpts struct {
 
 func startRouter(t testing.TB, o routerOpts) *router {
 	t.Helper()
-	r := &router{t: t, asn: o.asn, port: freePort(t, routerIP), done: make(chan struct{})}
-	if r.asn == 0 {
-		r.asn = routerAS
-	}
-	r.srv = server.NewBgpServer(server.LoggerOption(slog.New(slog.NewTextHandler(io.Discard, nil)), nil))
-	go func() {
-		defer close(r.done)
-		r.srv.Serve()
-	}()
-	startMu.Lock()
-	err := r.srv.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
-		Asn: r.asn, RouterId: "192.0.2.254", ListenPort: int32(r.port), ListenAddresses: []string{routerIP},
-	}})
-	startMu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.stop)
-	peer := &api.Peer{
-		Conf:      &api.PeerConf{NeighborAddress: cmpOr(o.peerIP, speakerIP), PeerAsn: speakerAS},
-		Transport: &api.Transport{PassiveMode: true},
-		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: max(o.hold, 9), KeepaliveInterval: max(o.hold, 9) / 3, IdleHoldTimeAfterReset: 1}},
-	}
-	if !o.noGR {
-		peer.GracefulRestart = &api.GracefulRestart{Enabled: true, HelperOnly: !o.fullGR, RestartTime: 120}
-	}
+	var fams []gobgp.Family
 	for _, f := range familyIndex {
-		if o.families != 0 && !o.families.Has(f) {
-			continue
+		if o.families == 0 || o.families.Has(f) {
+			fams = append(fams, f.bgp())
 		}
-		as := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f.api(), Enabled: true}}
-		if o.fullGR {
-			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
-		}
-		peer.AfiSafis = append(peer.AfiSafis, as)
 	}
-	if err := r.srv.AddPeer(context.Background(), &api.AddPeerRequest{Peer: peer}); err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return &router{bgptest.Start(t, bgptest.Options{
+		IP: routerIP, ASN: cmp.Or(o.asn, routerAS), PeerIP: cmp.Or(o.peerIP, speakerIP), PeerASN: speakerAS,
+		Families: fams, Hold: o.hold, FullGR: o.fullGR, NoGR: o.noGR,
+	})}
 }
 
-var stopOnce sync.Map
-
-// stop ends the router, with a Cease to the speaker.
-func (r *router) stop() {
-	if _, loaded := stopOnce.LoadOrStore(r, true); loaded {
-		return
-	}
-	r.srv.Stop()
-	<-r.done
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
+func (r *router) stop() { r.Stop() }
 func (r *router) path(f Family, prefix string, comms ...uint32) *apiutil.Path {
-	p := netip.MustParsePrefix(prefix)
-	nlri, err := gobgp.NewIPAddrPrefix(p)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	nh := netip.MustParseAddr("192.0.2.254")
-	if p.Addr().Is6() {
-		nh = netip.MustParseAddr("2001:db8::254")
-	}
-	attrs := []gobgp.PathAttributeInterface{gobgp.NewPathAttributeOrigin(0)}
-	if f == IPv4Unicast {
-		a, _ := gobgp.NewPathAttributeNextHop(nh)
-		attrs = append(attrs, a)
-	} else {
-		a, err := gobgp.NewPathAttributeMpReachNLRI(f.bgp(), []gobgp.PathNLRI{{NLRI: nlri}}, nh)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		attrs = append(attrs, a)
-	}
-	if len(comms) > 0 {
-		attrs = append(attrs, gobgp.NewPathAttributeCommunities(comms))
-	}
-	return &apiutil.Path{Family: f.bgp(), Nlri: nlri, Attrs: attrs}
+	return r.Path(f.bgp(), prefix, comms...)
 }
-
-func (r *router) announce(paths ...*apiutil.Path) {
-	r.t.Helper()
-	if _, err := r.srv.AddPath(apiutil.AddPathRequest{Paths: paths}); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
-func (r *router) withdraw(paths ...*apiutil.Path) {
-	r.t.Helper()
-	if err := r.srv.DeletePath(apiutil.DeletePathRequest{Paths: paths}); err != nil {
-		r.t.Fatal(err)
-	}
-}
+func (r *router) announce(paths ...*apiutil.Path) { r.Announce(paths...) }
+func (r *router) withdraw(paths ...*apiutil.Path) { r.Withdraw(paths...) }
+func (r *router) port() uint16                    { return r.Addr().Port() }
 
 // neighbor is the speaker's view of r.
 func (r *router) neighbor() Neighbor {
-	return Neighbor{Address: netip.MustParseAddr(routerIP), RemoteAS: r.asn, Port: r.port}
+	return Neighbor{Address: r.Addr().Addr(), RemoteAS: r.ASN(), Port: r.Addr().Port()}
 }
 
 func testConfig(ns ...Neighbor) Config {
@@ -239,8 +139,8 @@ type collector struct {
 	// before.
 	syncedWith map[string]Route
 	changed    chan struct{}
-	cancel  context.CancelFunc
-	done    chan error
+	cancel     context.CancelFunc
+	done       chan error
 }
 
 func subscribe(t testing.TB, s *Speaker) *collector {

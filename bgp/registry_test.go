@@ -5,12 +5,14 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/amtdns/amtrelay/bgp/bgptest"
 )
 
 // quietConfig has a neighbor that never answers: the registry tests need
 // running speakers, not sessions.
 func quietConfig(t *testing.T, as uint32) Config {
-	return testConfig(Neighbor{Address: netip.MustParseAddr(routerIP), RemoteAS: as, Port: freePort(t, routerIP)})
+	return testConfig(Neighbor{Address: netip.MustParseAddr(routerIP), RemoteAS: as, Port: bgptest.FreePort(t, routerIP)})
 }
 
 func running(s *Speaker) bool { return s.Status().Running }
@@ -86,7 +88,7 @@ func TestAcquireInvalid(t *testing.T) {
 // address starts while the old speaker holds it, and binds it once the old
 // one is released.
 func TestAcquireListenHandover(t *testing.T) {
-	port := freePort(t, speakerIP)
+	port := bgptest.FreePort(t, speakerIP)
 	cfg := quietConfig(t, routerAS)
 	cfg.Listen = netip.AddrPortFrom(netip.MustParseAddr(speakerIP), port)
 	old, releaseOld, err := Acquire(cfg, nil)

@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/amtdns/amtrelay/internal/gobgpstart"
+
 	"github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
@@ -256,14 +258,6 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 }
 
-// startMu serializes StartBgp across the speakers of the process: it sets
-// package variables of GoBGP's (the route selection options), which two
-// servers starting at once write together. It cannot keep one server's
-// StartBgp from racing with another that is busy routing and reads them;
-// as both write the same defaults, that race is harmless in practice, but
-// the race detector reports it.
-var startMu sync.Mutex
-
 // start calls StartBgp until it works; false if ctx ended first.
 func (s *Speaker) start(ctx context.Context, srv *server.BgpServer) bool {
 	g := &api.Global{Asn: s.cfg.LocalAS, RouterId: s.cfg.RouterID.String(), ListenPort: -1}
@@ -272,10 +266,7 @@ func (s *Speaker) start(ctx context.Context, srv *server.BgpServer) bool {
 		g.ListenAddresses = []string{l.Addr().String()}
 	}
 	for attempt := 0; ; attempt++ {
-		// Not ctx: StartBgp must reach Serve once, or Stop cannot stop it.
-		startMu.Lock()
-		err := srv.StartBgp(context.Background(), &api.StartBgpRequest{Global: g})
-		startMu.Unlock()
+		err := gobgpstart.Start(srv, g)
 		if err == nil {
 			if attempt > 0 {
 				s.logf("bgp: started")

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtdns/amtrelay/bgp/bgptest"
+
 	"github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
@@ -215,7 +217,7 @@ func TestBatchSynced(t *testing.T) {
 	}
 	c.mu.Unlock()
 
-	n := Neighbor{Address: netip.MustParseAddr(routerIP), RemoteAS: routerAS, Port: freePort(t, routerIP), HoldTime: 3 * time.Second}
+	n := Neighbor{Address: netip.MustParseAddr(routerIP), RemoteAS: routerAS, Port: bgptest.FreePort(t, routerIP), HoldTime: 3 * time.Second}
 	down, err := New(testConfig(n), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +266,7 @@ func familyName(a *api.AfiSafi) string {
 // TestSyncedWithoutPeer: a neighbor that never comes up counts as synced
 // once its hold time has passed, so readiness does not wait for it.
 func TestSyncedWithoutPeer(t *testing.T) {
-	n := Neighbor{Address: netip.MustParseAddr(routerIP), RemoteAS: routerAS, Port: freePort(t, routerIP), HoldTime: 3 * time.Second}
+	n := Neighbor{Address: netip.MustParseAddr(routerIP), RemoteAS: routerAS, Port: bgptest.FreePort(t, routerIP), HoldTime: 3 * time.Second}
 	var log lines
 	s, err := New(testConfig(n), log.logf)
 	if err != nil {
@@ -319,7 +321,7 @@ func TestSessionLoss(t *testing.T) {
 			}
 			r := startRouter(t, tc.opts)
 			r.announce(r.path(IPv4Multicast, "198.51.100.0/24"), r.path(IPv6Multicast, "2001:db8:100::/48"))
-			p := startProxy(t, routerIP+":"+portString(r.port))
+			p := startProxy(t, routerIP+":"+portString(r.port()))
 			n := Neighbor{Address: netip.MustParseAddr(proxyIP), RemoteAS: routerAS, Port: p.port()}
 			var log lines
 			s, err := New(testConfig(n), log.logf)
@@ -353,7 +355,7 @@ func TestSessionLoss(t *testing.T) {
 func TestHoldTimer(t *testing.T) {
 	r := startRouter(t, routerOpts{})
 	r.announce(r.path(IPv4Multicast, "198.51.100.0/24"))
-	p := startProxy(t, routerIP+":"+portString(r.port))
+	p := startProxy(t, routerIP+":"+portString(r.port()))
 	n := Neighbor{Address: netip.MustParseAddr(proxyIP), RemoteAS: routerAS, Port: p.port(), HoldTime: 3 * time.Second}
 	s, err := New(testConfig(n), nil)
 	if err != nil {
@@ -384,7 +386,7 @@ func TestTwoNeighbors(t *testing.T) {
 	r2.announce(r2.path(IPv4Multicast, "198.51.100.0/24", 2))
 	// Both routers on routerIP: the speaker tells them apart by port, but
 	// GoBGP keys neighbors by address, so r2 is reached through a proxy.
-	p := startProxy(t, routerIP+":"+portString(r2.port))
+	p := startProxy(t, routerIP+":"+portString(r2.port()))
 	n2 := Neighbor{Address: netip.MustParseAddr(proxyIP), RemoteAS: speakerAS, Port: p.port()}
 	s, err := New(testConfig(r1.neighbor(), n2), nil)
 	if err != nil {
@@ -412,7 +414,7 @@ func TestTwoNeighbors(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	var got []string
 	req := apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: IPv4Multicast.bgp()}
-	err = r2.srv.ListPath(req, func(prefix gobgp.NLRI, _ []*apiutil.Path) {
+	err = r2.Server().ListPath(req, func(prefix gobgp.NLRI, _ []*apiutil.Path) {
 		got = append(got, prefix.String())
 	})
 	if err != nil {
