@@ -223,3 +223,36 @@ func (t *Table) LookupPrefix(addr netip.Addr) (prefix netip.Prefix, relays []int
 	}
 	return p, t.sets[id], true
 }
+
+// Has reports whether p itself is in the table (not merely covered by a
+// shorter prefix). p is taken as ParsePrefix would file it: masked, and an
+// IPv4-mapped prefix as IPv4.
+func (t *Table) Has(p netip.Prefix) bool {
+	if t == nil || t.trie == nil {
+		return false
+	}
+	p, ok := normalizeRoute(p)
+	if !ok {
+		return false
+	}
+	_, ok = t.trie.Get(p)
+	return ok
+}
+
+// Common counts the prefixes that are in both tables, looking each prefix
+// of the smaller one up in the other.
+func Common(a, b *Table) int {
+	if a.Len4()+a.Len6() > b.Len4()+b.Len6() {
+		a, b = b, a
+	}
+	if a == nil || a.trie == nil {
+		return 0
+	}
+	n := 0
+	for p := range a.trie.All() {
+		if b.Has(p) {
+			n++
+		}
+	}
+	return n
+}

@@ -384,3 +384,43 @@ func BenchmarkApplyCrossover(b *testing.B) {
 		}
 	}
 }
+
+func TestHasAndCommon(t *testing.T) {
+	a := (*Table)(nil).Apply([]Change{
+		{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Relays: []int{0}},
+		{Prefix: netip.MustParsePrefix("2001:db8::/32"), Relays: []int{1}},
+		{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Relays: []int{0}},
+	})
+	b := (*Table)(nil).Apply([]Change{
+		{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Relays: []int{2}},
+		{Prefix: netip.MustParsePrefix("198.51.0.0/16"), Relays: []int{2}},
+		{Prefix: netip.MustParsePrefix("2001:db8::/32"), Relays: []int{2}},
+	})
+	for _, tc := range []struct {
+		p    string
+		want bool
+	}{
+		{"198.51.100.0/24", true},
+		{"198.51.100.7/24", true}, // masked, as routes are
+		{"::ffff:198.51.100.0/120", true},
+		{"198.51.100.128/25", false}, // covered, not present
+		{"198.51.0.0/16", false},
+		{"2001:db8::/32", true},
+	} {
+		if got := a.Has(netip.MustParsePrefix(tc.p)); got != tc.want {
+			t.Errorf("Has(%s) = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if (*Table)(nil).Has(netip.MustParsePrefix("0.0.0.0/0")) {
+		t.Error("An empty table has a prefix")
+	}
+	if n := Common(a, b); n != 2 {
+		t.Errorf("Common = %d, want 2", n)
+	}
+	if n := Common(b, a); n != 2 {
+		t.Errorf("Common, the other way = %d, want 2", n)
+	}
+	if n := Common(a, nil); n != 0 {
+		t.Errorf("Common with nil = %d", n)
+	}
+}
