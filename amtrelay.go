@@ -33,10 +33,11 @@ type AMTRelay struct {
 
 	health  *relayHealth
 	prober  *prober
-	sources *sourcesFile  // nil without a sources file
-	admin   *adminFile    // nil without an admin file
-	peers   *peerKeysFile // nil without dnssec_peer_keys
-	signer  *sign.Signer  // nil without dnssec
+	sources *sourcesFile   // nil without a sources file
+	admin   *adminFile     // nil without an admin file
+	peers   *peerKeysFile  // nil without dnssec_peer_keys
+	routes  *learnedRoutes // nil without bgp
+	signer  *sign.Signer   // nil without dnssec
 	life    lifecycle
 	// answered counts, by relay index, the answers that included the relay.
 	answered []prometheus.Counter
@@ -72,6 +73,9 @@ func newAMTRelay(cfg *config, gen *generation) (*AMTRelay, error) {
 				return nil, err
 			}
 		}
+	}
+	if cfg.routes != nil {
+		a.routes = &learnedRoutes{cfg: cfg.routes, publish: a.view.setRoutes}
 	}
 	if cfg.sources.path == "" {
 		a.view.setSources(cfg.inlineTable)

@@ -84,7 +84,7 @@ func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) 
 	if kind == nameOther || (kind == nameReverse && q.Qtype != dns.TypeAMTRELAY) {
 		return nil, resultFallthrough, picked
 	}
-	relays, found := v.sources.Lookup(src.Unmap())
+	relays, found := v.relaysFor(src)
 	if !found {
 		// rev(S) may be served by a zone further down the chain; L.rev(S) was delegated to us, so a
 		// miss there is authoritative unless the operator chains another server with fallthrough.

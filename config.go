@@ -27,6 +27,7 @@ type config struct {
 	inline      []table.Override // the source lines, to lay over a sources file
 	inlineTable *table.Table     // the source lines alone, the table without a sources file
 	sources     sourcesConfig
+	routes      *routesConfig // nil without bgp: no connectivity learned from routing
 	admin       adminConfig
 	health      healthCheck
 	allDown     allDownPolicy

@@ -157,7 +157,7 @@ func (a *AMTRelay) signReply(m *dns.Msg, v *view) error {
 		return nil
 	}
 	soa := m.Ns[0]
-	relays, _ := v.sources.Lookup(src.Unmap())
+	relays, _ := v.relaysFor(src)
 	// The NSEC lasts as long as the negative answer may be cached (RFC 9077): the SOA's TTL.
 	nsec := sign.NSEC(apex, soa.Header().Ttl, a.cfg.apexTypes(relays, a.cfg.canaryFor(src.Unmap()), v))
 	m.Ns = append(m.Ns[:1], nsec)

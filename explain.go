@@ -34,7 +34,7 @@ func (a *AMTRelay) explanation(qname, zone string) []string {
 		add("source %s, below the apex: NXDOMAIN", src)
 	}
 
-	prefix, relays, found := v.sources.LookupPrefix(src)
+	m, found := v.match(src)
 	if !found {
 		if kind == nameReverse || cfg.fall.Through(qname) {
 			add("table: no entry holds %s: handed to the next plugin", src)
@@ -43,7 +43,8 @@ func (a *AMTRelay) explanation(qname, zone string) []string {
 		}
 		return out
 	}
-	add("table: %s from %s", prefix, a.origin(prefix))
+	relays := m.relays
+	add("table: %s from %s", m.prefix, a.origin(m))
 	canary := cfg.canaryFor(src)
 	if canary >= 0 {
 		cn := cfg.canaries[canary]
@@ -79,8 +80,23 @@ func (a *AMTRelay) explanation(qname, zone string) []string {
 	return out
 }
 
-// origin says where the table entry for p came from.
-func (a *AMTRelay) origin(p netip.Prefix) string {
+// origin says where the table entry m came from.
+func (a *AMTRelay) origin(m tableMatch) string {
+	p := m.prefix
+	if m.learned {
+		r, ok := a.routes.route(p)
+		if !ok {
+			return "BGP (withdrawn since)"
+		}
+		var comms []string
+		for _, c := range r.Communities {
+			comms = append(comms, fmt.Sprintf("%d:%d", c>>16, c&0xffff))
+		}
+		if len(comms) == 0 {
+			return fmt.Sprintf("BGP neighbor %s, %s", r.Neighbor, r.Family)
+		}
+		return fmt.Sprintf("BGP neighbor %s, %s, communities %s", r.Neighbor, r.Family, strings.Join(comms, " "))
+	}
 	for _, o := range a.cfg.inline {
 		if o.Prefix == p {
 			return "source line " + o.Origin.String()

@@ -52,6 +52,9 @@ func (a *AMTRelay) start() error {
 		for _, prev := range register(a, a.firstStartup) {
 			a.health.adopt(prev.health)
 		}
+		if a.routes != nil {
+			a.routes.start(ctx, wg)
+		}
 		a.prober.start(ctx, wg)
 		for _, f := range a.followedFiles() {
 			wg.Add(1)

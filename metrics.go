@@ -1,6 +1,8 @@
 package amtrelay
 
 import (
+	"github.com/amtdns/amtrelay/bgp"
+
 	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,6 +107,10 @@ var (
 		"Signatures computed for answers (cache misses times signing keys), since the Corefile in service was loaded.", nil, nil)
 	signatureHitsDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "dnssec_cache_hits_total"),
 		"Answers signed from the signature cache, since the Corefile in service was loaded.", nil, nil)
+	bgpSessionUpDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "bgp_session_up"),
+		"1 while the BGP session with the neighbor is established, else 0.", []string{"neighbor"}, nil)
+	bgpPrefixesDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "bgp_prefixes"),
+		"Best routes learned from the neighbor in the family, in the table.", []string{"neighbor", "family"}, nil)
 	lastReloadDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "table_last_reload_timestamp_seconds"),
 		"Unix time of the last successful load of a sources file, start-up included.", nil, nil)
 )
@@ -119,6 +125,8 @@ func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- signaturesDesc
 	ch <- signatureHitsDesc
 	ch <- lastReloadDesc
+	ch <- bgpSessionUpDesc
+	ch <- bgpPrefixesDesc
 }
 
 func (stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -132,7 +140,13 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 	admin := map[string]adminMode{}
 	prefixes, lastLoad := 0, int64(0)
 	signatures, hits, signing := uint64(0), uint64(0), false
+	speakers := map[*bgp.Speaker]bool{} // blocks with the same bgp lines share one
 	for _, a := range cur {
+		if a.routes != nil {
+			if s := a.routes.speaker.Load(); s != nil {
+				speakers[s] = true
+			}
+		}
 		if a.signer != nil {
 			signing = true
 			signatures += a.signer.SignaturesMade()
@@ -146,7 +160,7 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 				canaryUp[[2]string{r.name, cn.text}] = v.health.canaryAny[r.index][cn.index]
 			}
 		}
-		prefixes += v.sources.Len4() + v.sources.Len6()
+		prefixes += v.prefixes()
 		if a.sources != nil {
 			lastLoad = max(lastLoad, a.sources.loadedAt.Load())
 		}
@@ -169,6 +183,21 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if lastLoad > 0 {
 		ch <- prometheus.MustNewConstMetric(lastReloadDesc, prometheus.GaugeValue, float64(lastLoad)/1e9)
+	}
+	// Two speakers with a neighbor in common (blocks with different bgp lines): the first says.
+	seen := map[string]bool{}
+	for s := range speakers {
+		for _, n := range s.Status().Neighbors {
+			name := n.Address.String()
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			ch <- prometheus.MustNewConstMetric(bgpSessionUpDesc, prometheus.GaugeValue, gaugeBool(n.Established), name)
+			for _, f := range n.Families {
+				ch <- prometheus.MustNewConstMetric(bgpPrefixesDesc, prometheus.GaugeValue, float64(f.Prefixes), name, f.Family.String())
+			}
+		}
 	}
 }
 

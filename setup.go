@@ -1,6 +1,7 @@
 package amtrelay
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/amtdns/amtrelay/bgp"
 	"github.com/amtdns/amtrelay/health"
 	"github.com/amtdns/amtrelay/sign"
 	"github.com/amtdns/amtrelay/table"
@@ -153,13 +155,14 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 
 	var (
 		sources  []sourceLine
+		bgpLines bgpLines
 		byName   = map[string]*relay{}
 		byAddr   = map[string]string{} // endpoint address -> relay name, to reject an address in two relays
 		seenProp = map[string]bool{}
 	)
 	for c.NextBlock() {
 		prop := c.Val()
-		if prop != "relay" && prop != "source" && prop != "canary" {
+		if prop != "relay" && prop != "source" && prop != "canary" && prop != "bgp_neighbor" && prop != "bgp_community" {
 			if seenProp[prop] {
 				return nil, c.Errf("%s given twice", prop)
 			}
@@ -297,6 +300,10 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 				return nil, err
 			}
 			cfg.admin = ac
+		case "bgp", "bgp_neighbor", "bgp_relays", "bgp_community":
+			if err := bgpLines.parse(c); err != nil {
+				return nil, err
+			}
 		case "shutdown_grace":
 			s, err := singleArg(c)
 			if err != nil {
@@ -315,8 +322,11 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 	if len(cfg.relays) == 0 {
 		return nil, c.Err("no relay defined")
 	}
-	if len(sources) == 0 && cfg.sources.path == "" {
-		return nil, c.Err("no source or sources file defined: every query would miss")
+	if err := bgpLines.orphans(); err != nil {
+		return nil, err
+	}
+	if len(sources) == 0 && cfg.sources.path == "" && !bgpLines.speaker {
+		return nil, c.Err("no source, sources file or bgp defined: every query would miss")
 	}
 	if cfg.dnssec != nil && len(cfg.dnssec.keys) == 0 {
 		return nil, c.Err("dnssec_peer_keys without dnssec: the peers' keys go with this network's own")
@@ -328,7 +338,236 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 	if err := cfg.parseSourceLines(sources); err != nil {
 		return nil, err
 	}
+	if err := cfg.parseBGPLines(&bgpLines); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// bgpLines are the bgp properties of a block, kept until every relay is known.
+type bgpLines struct {
+	speaker   bool // the bgp line was given
+	config    bgp.Config
+	at        lineRef // the bgp line
+	neighbors []lineRef
+	relays    []string
+	relaysAt  lineRef
+	comms     []bgpCommunityLine
+}
+
+type bgpCommunityLine struct {
+	community uint32
+	relays    []string
+	at        lineRef
+}
+
+// lineRef is where a property is in the Corefile, for errors found after the block is read.
+type lineRef struct {
+	file string
+	line int
+}
+
+func (l lineRef) errorf(format string, args ...any) error {
+	return lineErr(l.file, l.line, format, args...)
+}
+
+// parse reads one of `bgp LOCAL_AS ROUTER_ID [listen ADDRESS:PORT]`, `bgp_neighbor ADDRESS
+// REMOTE_AS [port N] [passive] [hold SECONDS] [family FAMILY...]`, `bgp_relays NAME...` and
+// `bgp_community ASN:VALUE NAME...`.
+func (bl *bgpLines) parse(c *caddy.Controller) error {
+	prop, args, at := c.Val(), c.RemainingArgs(), lineRef{c.File(), c.Line()}
+	switch prop {
+	case "bgp":
+		if len(args) != 2 && (len(args) != 4 || args[2] != "listen") {
+			return c.Errf("bgp LOCAL_AS ROUTER_ID [listen ADDRESS:PORT]")
+		}
+		as, err := parseASN(args[0])
+		if err != nil {
+			return c.Errf("bgp: local AS %v", err)
+		}
+		id, err := netip.ParseAddr(args[1])
+		if err != nil || !id.Is4() || id.IsUnspecified() {
+			return c.Errf("bgp: router ID %q is not a non-zero IPv4 address", args[1])
+		}
+		bl.config.LocalAS, bl.config.RouterID = as, id
+		if len(args) == 4 {
+			l, err := netip.ParseAddrPort(args[3])
+			if err != nil || l.Port() == 0 {
+				return c.Errf("bgp: listen %q is not ADDRESS:PORT", args[3])
+			}
+			bl.config.Listen = netip.AddrPortFrom(l.Addr().Unmap(), l.Port())
+		}
+		bl.speaker, bl.at = true, at
+	case "bgp_neighbor":
+		n, err := parseBGPNeighbor(c, args)
+		if err != nil {
+			return err
+		}
+		if err := bl.config.AddNeighbor(n); err != nil {
+			return c.Errf("bgp_neighbor: %v", err)
+		}
+		bl.neighbors = append(bl.neighbors, at)
+	case "bgp_relays":
+		if len(args) == 0 {
+			return c.Errf("bgp_relays needs at least one relay name")
+		}
+		bl.relays, bl.relaysAt = args, at
+	case "bgp_community":
+		if len(args) < 2 {
+			return c.Errf("bgp_community ASN:VALUE NAME...")
+		}
+		comm, err := parseCommunity(args[0])
+		if err != nil {
+			return c.Errf("bgp_community: %v", err)
+		}
+		for _, other := range bl.comms {
+			if other.community == comm {
+				return c.Errf("bgp_community %s given twice", args[0])
+			}
+		}
+		bl.comms = append(bl.comms, bgpCommunityLine{community: comm, relays: args[1:], at: at})
+	}
+	return nil
+}
+
+func parseBGPNeighbor(c *caddy.Controller, args []string) (bgp.Neighbor, error) {
+	var n bgp.Neighbor
+	if len(args) < 2 {
+		return n, c.Errf("bgp_neighbor ADDRESS REMOTE_AS [port N] [passive] [hold SECONDS] [family FAMILY...]")
+	}
+	a, err := netip.ParseAddr(args[0])
+	if err != nil {
+		return n, c.Errf("bgp_neighbor: %q is not an IP address", args[0])
+	}
+	if n.RemoteAS, err = parseASN(args[1]); err != nil {
+		return n, c.Errf("bgp_neighbor %s: remote AS %v", args[0], err)
+	}
+	n.Address = a.Unmap()
+	seen := map[string]bool{}
+	for i := 2; i < len(args); i++ {
+		opt := args[i]
+		if seen[opt] {
+			return n, c.Errf("bgp_neighbor %s: %s given twice", args[0], opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "passive":
+			n.Passive = true
+		case "port", "hold":
+			if i+1 >= len(args) {
+				return n, c.Errf("bgp_neighbor %s: %s needs a value", args[0], opt)
+			}
+			i++
+			v, err := strconv.ParseUint(args[i], 10, 16)
+			if opt == "port" {
+				if err != nil || v == 0 {
+					return n, c.Errf("bgp_neighbor %s: port %q is not a TCP port", args[0], args[i])
+				}
+				n.Port = uint16(v)
+				continue
+			}
+			if err != nil || v < 3 {
+				return n, c.Errf("bgp_neighbor %s: hold %q: want whole seconds from 3 to 65535", args[0], args[i])
+			}
+			n.HoldTime = time.Duration(v) * time.Second
+		case "family":
+			if i+1 >= len(args) {
+				return n, c.Errf("bgp_neighbor %s: family needs at least one of ipv4-multicast, ipv6-multicast, ipv4-unicast, ipv6-unicast", args[0])
+			}
+			for _, name := range args[i+1:] {
+				f, err := bgp.ParseFamily(name)
+				if err != nil {
+					return n, c.Errf("bgp_neighbor %s: family %q: want ipv4-multicast, ipv6-multicast, ipv4-unicast or ipv6-unicast", args[0], name)
+				}
+				n.Families |= bgp.Families(f)
+			}
+			i = len(args)
+		default:
+			return n, c.Errf("bgp_neighbor %s: unknown option %q", args[0], opt)
+		}
+	}
+	return n, nil
+}
+
+// parseASN reads an AS number in asplain (RFC 5396).
+func parseASN(s string) (uint32, error) {
+	as, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || as == 0 {
+		return 0, fmt.Errorf("%q is not an AS number from 1 to %d", s, uint32(math.MaxUint32))
+	}
+	return uint32(as), nil
+}
+
+// parseCommunity reads a standard community (RFC 1997) as ASN:VALUE.
+func parseCommunity(s string) (uint32, error) {
+	asn, value, ok := strings.Cut(s, ":")
+	a, aerr := strconv.ParseUint(asn, 10, 16)
+	v, verr := strconv.ParseUint(value, 10, 16)
+	if !ok || aerr != nil || verr != nil {
+		return 0, fmt.Errorf("%q is not a community ASN:VALUE, each from 0 to 65535", s)
+	}
+	return uint32(a)<<16 | uint32(v), nil
+}
+
+// orphans reports bgp_* lines without the bgp line that starts the speaker.
+func (bl *bgpLines) orphans() error {
+	switch {
+	case bl.speaker:
+	case len(bl.neighbors) > 0:
+		return bl.neighbors[0].errorf("bgp_neighbor without bgp LOCAL_AS ROUTER_ID")
+	case bl.relays != nil:
+		return bl.relaysAt.errorf("bgp_relays without bgp LOCAL_AS ROUTER_ID")
+	case len(bl.comms) > 0:
+		return bl.comms[0].at.errorf("bgp_community without bgp LOCAL_AS ROUTER_ID")
+	}
+	return nil
+}
+
+// parseBGPLines checks the bgp lines as a whole, once every relay is known, and makes the block's
+// routesConfig.
+func (cfg *config) parseBGPLines(bl *bgpLines) error {
+	if !bl.speaker {
+		return nil
+	}
+	if err := bl.config.Validate(); err != nil {
+		return bl.at.errorf("bgp: %v", err)
+	}
+	rc := &routesConfig{speaker: bl.config, communities: map[uint32][]int{}}
+	resolve := func(names []string, at lineRef, prop string) ([]int, error) {
+		ids := make([]int, 0, len(names))
+		for _, name := range names {
+			i, ok := cfg.relayIndex(name)
+			if !ok {
+				return nil, at.errorf("%s: unknown relay %q", prop, name)
+			}
+			ids = append(ids, i)
+		}
+		slices.Sort(ids)
+		return slices.Compact(ids), nil
+	}
+	var err error
+	if bl.relays == nil {
+		for i := range cfg.relays {
+			rc.relays = append(rc.relays, i)
+		}
+	} else if rc.relays, err = resolve(bl.relays, bl.relaysAt, "bgp_relays"); err != nil {
+		return err
+	}
+	for _, cl := range bl.comms {
+		if rc.communities[cl.community], err = resolve(cl.relays, cl.at, "bgp_community"); err != nil {
+			return err
+		}
+	}
+	var families bgp.Families
+	for _, n := range bl.config.Neighbors {
+		if n.Address.IsValid() {
+			families |= cmp.Or(n.Families, bgp.DefaultFamilies)
+		}
+	}
+	rc.multicastFirst4 = families.Has(bgp.IPv4Multicast) && families.Has(bgp.IPv4Unicast)
+	rc.multicastFirst6 = families.Has(bgp.IPv6Multicast) && families.Has(bgp.IPv6Unicast)
+	cfg.routes = rc
+	return nil
 }
 
 // parseCanary reads `canary PREFIX SOURCE GROUP`.

@@ -181,7 +181,7 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"unknown property", "amtrelay {\n" + good + "bogus 1\n}", `unknown property "bogus"`, 4},
 		{"no relay", "amtrelay {\nsource 198.51.100.0/24 r1\n}", "no relay defined", 0},
-		{"no source", "amtrelay {\nrelay r1 192.0.2.1\n}", "no source or sources file defined", 0},
+		{"no source", "amtrelay {\nrelay r1 192.0.2.1\n}", "no source, sources file or bgp defined", 0},
 		{"bad zone", "amtrelay exa..mple {\n" + good + "}", "invalid zone", 1},
 		{"relay without address", "amtrelay {\n" + good + "relay r2\n}", "at least one address", 4},
 		{"duplicate relay", "amtrelay {\n" + good + "relay r1 192.0.2.2\n}", `relay "r1" defined twice`, 4},

@@ -170,7 +170,7 @@ func TestParseSourcesErrors(t *testing.T) {
 		{"FIFO", "amtrelay {\n" + relay + "sources fifo\n}", []string{filepath.Join(dir, "fifo") + ": not a regular file (a FIFO)"}, 3},
 		{"device", "amtrelay {\n" + relay + "sources zero\n}", []string{filepath.Join(dir, "zero") + ": not a regular file (a device)"}, 3},
 		{"given twice", "amtrelay {\n" + relay + "sources good.txt\nsources good.txt\n}", []string{"sources given twice"}, 4},
-		{"neither source nor sources", "amtrelay {\n" + relay + "}", []string{"no source or sources file defined"}, 0},
+		{"neither source nor sources", "amtrelay {\n" + relay + "}", []string{"no source, sources file or bgp defined"}, 0},
 		{"no relay", "amtrelay {\nsources good.txt\n}", []string{"no relay defined"}, 0},
 		{"inline unknown relay", "amtrelay {\n" + relay + "sources good.txt\nsource 203.0.113.0/24 r9\n}", []string{`unknown relay "r9"`}, 4},
 		{"nonexistent file", "amtrelay {\n" + relay + "sources missing.txt\n}",

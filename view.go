@@ -1,6 +1,7 @@
 package amtrelay
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -14,15 +15,54 @@ import (
 // change to any publishes a new view.
 type view struct {
 	cfg     *config
-	sources *table.Table
-	health  *healthSnapshot
-	admin   adminModes
-	peers   []*dns.DNSKEY // the other networks' keys, with dnssec
+	sources *table.Table // the source lines, laid over the sources file's table if there is one
+	routes  *table.Table // learned over BGP; nil without bgp
+	// common counts the prefixes in both sources and routes, for the size of the merged table.
+	common int
+	health *healthSnapshot
+	admin  adminModes
+	peers  []*dns.DNSKEY // the other networks' keys, with dnssec
 
 	// Derived from health and admin when the view is made.
 	serving      []bool // by endpoint id: up (by its probes, or forced) and its relay not drained
 	relayServing []bool // by relay index: some endpoint is serving
 	relaysUp     int    // relays serving
+}
+
+// relaysFor returns the relays of the table entry for source a; see match.
+func (v *view) relaysFor(a netip.Addr) ([]int, bool) {
+	if v.routes == nil {
+		return v.sources.Lookup(a)
+	}
+	m, ok := v.match(a)
+	return m.relays, ok
+}
+
+// tableMatch is the table entry that holds a source.
+type tableMatch struct {
+	prefix  netip.Prefix
+	relays  []int
+	learned bool // from BGP, not from a source line or the sources file
+}
+
+// match finds the entry for source a in the merged table: the longest prefix that holds a, across
+// the source lines, the sources file and the routes learned over BGP; for one prefix, the lines
+// and the file win over BGP.
+func (v *view) match(a netip.Addr) (tableMatch, bool) {
+	p, relays, ok := v.sources.LookupPrefix(a)
+	rp, rrelays, rok := v.routes.LookupPrefix(a)
+	switch {
+	case rok && (!ok || rp.Bits() > p.Bits()):
+		return tableMatch{prefix: rp, relays: rrelays, learned: true}, true
+	case ok:
+		return tableMatch{prefix: p, relays: relays}, true
+	}
+	return tableMatch{}, false
+}
+
+// prefixes is the size of the merged table.
+func (v *view) prefixes() int {
+	return v.sources.Len4() + v.sources.Len6() + v.routes.Len4() + v.routes.Len6() - v.common
 }
 
 // usable reports whether endpoint id may be in an answer for a source whose canary is canary (-1
@@ -66,6 +106,38 @@ func (p *viewPublisher) setSources(t *table.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next.sources = t
+	if p.next.routes != nil {
+		p.next.common = table.Common(t, p.next.routes)
+	}
+	p.store()
+}
+
+// setRoutes publishes the learned routes, t, made by changes from the previous table (or from
+// nothing, when full).
+func (p *viewPublisher) setRoutes(t *table.Table, changes []table.Change, full bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if full {
+		p.next.common = table.Common(p.next.sources, t)
+	} else {
+		var seen map[netip.Prefix]bool // the changes may name a prefix twice: count it once
+		for _, c := range changes {
+			if seen[c.Prefix] || !p.next.sources.Has(c.Prefix) {
+				continue
+			}
+			if seen == nil {
+				seen = map[netip.Prefix]bool{}
+			}
+			seen[c.Prefix] = true
+			was, is := p.next.routes.Has(c.Prefix), t.Has(c.Prefix)
+			if was && !is {
+				p.next.common--
+			} else if is && !was {
+				p.next.common++
+			}
+		}
+	}
+	p.next.routes = t
 	p.store()
 }
 

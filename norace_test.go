@@ -1,0 +1,5 @@
+//go:build !race
+
+package amtrelay
+
+const raceEnabled = false
