@@ -15,10 +15,57 @@ import (
 // that resolves to thousands of addresses would otherwise open thousands of sockets every round.
 const maxProbeAddrs = 16
 
-// probeSockets bounds the probe sockets open at once in the process, over every check of every
-// instance: a probe waits for a free slot rather than fail, so that running short of file
-// descriptors never looks like a dead relay.
-var probeSockets = make(chan struct{}, 256)
+// probeClient is the amt.Client the health probes of every instance share: one socket per address
+// family for the process, whatever the number of relays, of server blocks and of instances a
+// Corefile reload overlaps. Each running prober holds it; the last one to let go closes it.
+var probeClient struct {
+	sync.Mutex
+	holders int
+	client  *amt.Client // nil until opened, and again once the last holder let go
+}
+
+// holdProbeClient adds a holder and opens the Client if it is not open.
+func holdProbeClient() {
+	probeClient.Lock()
+	defer probeClient.Unlock()
+	probeClient.holders++
+	if _, err := openProbeClientLocked(); err != nil {
+		log.Errorf("Health probes: %v; every probe fails until the sockets open", err)
+	}
+}
+
+// releaseProbeClient drops a holder; the last one closes the Client, which has no probe pending
+// by then: every holder releases after its probes ended.
+func releaseProbeClient() {
+	probeClient.Lock()
+	defer probeClient.Unlock()
+	if probeClient.holders--; probeClient.holders == 0 && probeClient.client != nil {
+		probeClient.client.Close()
+		probeClient.client = nil
+	}
+}
+
+// sharedProbeClient returns the open Client of the holders, opening it if an earlier attempt
+// failed (no socket could be opened: out of file descriptors).
+func sharedProbeClient() (*amt.Client, error) {
+	probeClient.Lock()
+	defer probeClient.Unlock()
+	return openProbeClientLocked()
+}
+
+func openProbeClientLocked() (*amt.Client, error) {
+	if probeClient.client == nil && probeClient.holders > 0 {
+		c, err := amt.NewClient()
+		if err != nil {
+			return nil, err
+		}
+		probeClient.client = c
+	}
+	if probeClient.client == nil {
+		return nil, amt.ErrClientClosed
+	}
+	return probeClient.client, nil
+}
 
 // prober runs the periodic probes of one instance, the AMT handshake with each relay address and
 // the canary streams through it, and reports their outcomes to the instance's relayHealth.
@@ -68,13 +115,26 @@ func newProber(cfg *config, h *relayHealth) *prober {
 
 // start launches one probe loop per check under ctx and wg, and one canary loop per check when
 // there are canaries. The first round runs at once; later rounds are spread over the interval so
-// that a thousand relays do not get probed in the same millisecond.
+// that a thousand relays do not get probed in the same millisecond. The probes hold the shared
+// Client while they run.
 func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
+	if len(p.checks) == 0 {
+		return
+	}
+	holdProbeClient()
+	var probes sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		probes.Wait()
+		releaseProbeClient()
+	}()
 	for i, c := range p.checks {
 		offset := p.hc.interval * time.Duration(i) / time.Duration(len(p.checks))
-		wg.Add(1)
+		probes.Add(1)
 		go func() {
-			defer wg.Done()
+			defer probes.Done()
 			p.loop(ctx, c, offset)
 		}()
 		if len(p.canaries) > 0 {
@@ -162,20 +222,18 @@ func (o probeOutcome) String() string {
 	return o.result.String() + " at " + o.step
 }
 
-// probeOne runs one probe of target, the whole handshake or the Discovery alone, once a socket
-// slot is free.
+// probeOne runs one probe of target, the whole handshake or the Discovery alone, on the shared
+// Client.
 func (p *prober) probeOne(ctx context.Context, target netip.AddrPort) probeOutcome {
-	select {
-	case probeSockets <- struct{}{}:
-	case <-ctx.Done():
+	client, err := sharedProbeClient()
+	if err != nil {
 		return probeOutcome{result: amt.ResultError}
 	}
-	defer func() { <-probeSockets }()
 	if p.hc.handshake == handshakeDiscovery {
-		rep := amt.Probe(ctx, target, p.hc.timeout)
+		rep := client.Probe(ctx, target, p.hc.timeout)
 		return probeOutcome{result: rep.Result, rtt: rep.RTT}
 	}
-	rep := amt.Handshake(ctx, target, p.hc.timeout)
+	rep := client.Handshake(ctx, target, p.hc.timeout)
 	return probeOutcome{result: rep.Result, step: rep.Step.String(), rtt: rep.DiscoveryRTT + rep.RequestRTT}
 }
 

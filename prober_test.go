@@ -277,36 +277,46 @@ func TestProbeTargetsCapped(t *testing.T) {
 	}
 }
 
-// Probe sockets are capped for the whole process: a probe waits for a slot instead of opening one,
-// and gives up when its context ends.
-func TestProbeSocketCap(t *testing.T) {
+// Every instance probes over one amt.Client: a second instance (another server block, or the new
+// instance of a reload) shares the first one's, which stays open until the last instance stops.
+func TestProbeClientShared(t *testing.T) {
 	relay := startResponder(t, "127.0.0.26:0")
-	a := newTestPlugin(t, fmt.Sprintf("amtrelay in-addr.arpa {\nrelay r1 %s probe %s\nsource 198.51.100.0/24 r1\n}",
-		relay.Addr().Addr(), relay.Addr()))
-	for range cap(probeSockets) {
-		probeSockets <- struct{}{}
+	block := fmt.Sprintf("amtrelay in-addr.arpa {\nrelay r1 %s probe %s\nsource 198.51.100.0/24 r1\nhealth_check 100ms timeout 50ms\n}",
+		relay.Addr().Addr(), relay.Addr())
+	current := func() (*amt.Client, int) {
+		probeClient.Lock()
+		defer probeClient.Unlock()
+		return probeClient.client, probeClient.holders
 	}
-	drain := func() {
-		for len(probeSockets) > 0 {
-			<-probeSockets
-		}
+	if c, n := current(); c != nil || n != 0 {
+		t.Fatalf("Before any instance: client %p, %d holders", c, n)
 	}
-	defer drain()
+	a := newTestPlugin(t, block)
+	a.start()
+	first, _ := current()
+	b := newTestPlugin(t, block)
+	b.start()
+	if c, n := current(); c == nil || c != first || n != 2 {
+		t.Errorf("Two instances: client %p (first %p), %d holders; want one client, two holders", c, first, n)
+	}
+	if o := b.prober.probeOne(context.Background(), relay.Addr()); o.result != amt.ResultOK {
+		t.Errorf("Probe over the shared client: %v, want ok", o)
+	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if o := a.prober.probeOne(ctx, relay.Addr()); o.result != amt.ResultError || time.Since(start) < 150*time.Millisecond {
-		t.Errorf("With every slot taken: %v after %v, want an error at the deadline", o, time.Since(start))
+	a.stop()
+	if c, n := current(); c != first || n != 1 {
+		t.Errorf("After the first instance stopped: client %p, %d holders; want the same client, one holder", c, n)
 	}
-	if n := relay.Discoveries(); n != 0 {
-		t.Errorf("The relay got %d Discoveries while no slot was free", n)
+	before := relay.Discoveries()
+	eventually(t, "probes of the remaining instance", 5*time.Second, func() (bool, string) {
+		n := relay.Discoveries() - before
+		return n >= 2, fmt.Sprintf("%d Discoveries", n)
+	})
+	b.stop()
+	if c, n := current(); c != nil || n != 0 {
+		t.Errorf("After the last instance stopped: client %p, %d holders; want it closed", c, n)
 	}
-	<-probeSockets // one slot frees up
-	if o := a.prober.probeOne(context.Background(), relay.Addr()); o.result != amt.ResultOK {
-		t.Errorf("With a free slot: %v, want ok", o)
-	}
-	if len(probeSockets) != cap(probeSockets)-1 {
-		t.Errorf("The probe did not give its slot back: %d of %d taken", len(probeSockets), cap(probeSockets))
+	if o := b.prober.probeOne(context.Background(), relay.Addr()); o.result != amt.ResultError {
+		t.Errorf("Probe with no holder: %v, want error", o)
 	}
 }
