@@ -2,10 +2,12 @@ package amtrelay
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/amtdns/amtrelay/amt"
@@ -113,31 +115,21 @@ func newProber(cfg *config, h *relayHealth) *prober {
 	return p
 }
 
-// start launches one probe loop per check under ctx and wg, and one canary loop per check when
-// there are canaries. The first round runs at once; later rounds are spread over the interval so
-// that a thousand relays do not get probed in the same millisecond. The probes hold the shared
-// Client while they run.
+// start launches the sweeper of the probes under ctx and wg, and one canary loop per check when
+// there are canaries. The probes hold the shared Client while they run.
 func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 	if len(p.checks) == 0 {
 		return
 	}
 	holdProbeClient()
-	var probes sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		<-ctx.Done()
-		probes.Wait()
-		releaseProbeClient()
+		defer releaseProbeClient()
+		p.sweep(ctx, p.probe)
 	}()
-	for i, c := range p.checks {
-		offset := p.hc.interval * time.Duration(i) / time.Duration(len(p.checks))
-		probes.Add(1)
-		go func() {
-			defer probes.Done()
-			p.loop(ctx, c, offset)
-		}()
-		if len(p.canaries) > 0 {
+	if len(p.canaries) > 0 {
+		for _, c := range p.checks {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -147,24 +139,97 @@ func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-func (p *prober) loop(ctx context.Context, c *check, offset time.Duration) {
-	p.probe(ctx, c)
-	select {
-	case <-ctx.Done():
-		return
-	case <-time.After(offset):
+// sweepWindow is how far ahead of its time a check may go out with the others of a sweep: a
+// quarter of the interval, at most maxSweepWindow.
+func (p *prober) sweepWindow() time.Duration { return min(p.hc.interval/4, maxSweepWindow) }
+
+// maxSweepWindow keeps sweeps frequent enough to be small: at the default interval of 5 s, 20 a
+// round, each with a twentieth of the checks.
+const maxSweepWindow = 250 * time.Millisecond
+
+// Where a check's probe is, for the sweeper.
+const (
+	checkIdle    int32 = iota
+	checkRunning       // its probe runs
+	checkOverdue       // its probe runs and the next round is due: it goes out when the probe ends
+)
+
+// sweep probes every check once per interval with probe until ctx ends, then waits for the probes
+// in flight.
+//
+// The first round runs at once. After that each check has its own time, first spread evenly over
+// the interval, then moved on by the interval, give or take a random twentieth of it, every
+// round: the random walk keeps the checks of AMT DNS servers that happen to start together from
+// staying in step for good. The checks go out in sweeps: when the earliest one is due, every
+// check due within the sweep window goes with it, each probe on a goroutine of its own, so that
+// a slow or dead relay delays no other. A thousand relays then cost the process a few wakeups a
+// second rather than one per message of each handshake. A check whose last probe still runs when
+// it is due (a timeout close to the interval, a slow name lookup) goes out as soon as that ends.
+func (p *prober) sweep(ctx context.Context, probe func(context.Context, *check)) {
+	var probes sync.WaitGroup
+	defer probes.Wait()
+	n := len(p.checks)
+	state := make([]atomic.Int32, n)
+	ended := make(chan struct{}, 1) // an overdue check's probe ended
+	launch := func(i int) {
+		state[i].Store(checkRunning)
+		probes.Add(1)
+		go func() {
+			defer probes.Done()
+			probe(ctx, p.checks[i])
+			if state[i].Swap(checkIdle) == checkOverdue {
+				select {
+				case ended <- struct{}{}:
+				default:
+				}
+			}
+		}()
 	}
-	// A ticker keeps each check on its own phase: rounds start every interval however long a probe
-	// took, so a relay that dies is marked down within fails x interval (+ one timeout), and checks
-	// do not drift into step with each other.
-	t := time.NewTicker(p.hc.interval)
-	defer t.Stop()
+	interval, window := p.hc.interval, p.sweepWindow()
+	jitter := func() time.Duration {
+		j := int64(interval / 20)
+		return time.Duration(rand.Int64N(2*j+1) - j)
+	}
+	now := time.Now()
+	due := make([]time.Time, n)
+	for i := range n {
+		launch(i)
+		due[i] = now.Add(interval*time.Duration(i+1)/time.Duration(n) + jitter())
+	}
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
 	for {
-		p.probe(ctx, c)
+		var next time.Time
+		now = time.Now()
+		horizon := now.Add(window)
+		for i, d := range due {
+			if d.Before(horizon) {
+				// Only the probe's goroutine takes a check out of running or overdue.
+				if state[i].CompareAndSwap(checkRunning, checkOverdue) || state[i].Load() == checkOverdue {
+					continue
+				}
+				launch(i)
+				d = d.Add(interval + jitter())
+				// After a stall (a suspended process) the rounds missed are skipped, not made up.
+				for !d.After(now) {
+					d = d.Add(interval)
+				}
+				due[i] = d
+			}
+			if next.IsZero() || d.Before(next) {
+				next = d
+			}
+		}
+		var wake <-chan time.Time
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+			wake = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-wake:
+		case <-ended:
 		}
 	}
 }
@@ -183,15 +248,19 @@ func (p *prober) probe(ctx context.Context, c *check) {
 	}
 
 	outcomes := make([]probeOutcome, len(targets))
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outcomes[i] = p.probeOne(ctx, t)
-		}()
+	if len(targets) == 1 {
+		outcomes[0] = p.probeOne(ctx, targets[0])
+	} else {
+		var wg sync.WaitGroup
+		for i, t := range targets {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outcomes[i] = p.probeOne(ctx, t)
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	if ctx.Err() != nil {
 		return
 	}

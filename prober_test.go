@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -319,4 +320,93 @@ func TestProbeClientShared(t *testing.T) {
 	if o := b.prober.probeOne(context.Background(), relay.Addr()); o.result != amt.ResultError {
 		t.Errorf("Probe with no holder: %v, want error", o)
 	}
+}
+
+// launches records when a fake probe started for each check.
+type launches struct {
+	sync.Mutex
+	at map[*check][]time.Time
+}
+
+func (l *launches) probe(c *check) {
+	l.Lock()
+	l.at[c] = append(l.at[c], time.Now())
+	l.Unlock()
+}
+
+// The sweeper probes each check once per interval, within the jitter and the sweep window, in
+// sweeps rather than one by one; a check whose probe hangs delays no other, and goes out again as
+// soon as its probe ends.
+func TestSweep(t *testing.T) {
+	const (
+		checks   = 200
+		interval = 400 * time.Millisecond
+		rounds   = 6
+		stuck    = 3 // this check's probes take 1.5 intervals
+	)
+	p := &prober{hc: healthCheck{interval: interval}}
+	for range checks {
+		p.checks = append(p.checks, &check{})
+	}
+	window := p.sweepWindow()
+	l := &launches{at: map[*check][]time.Time{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		p.sweep(ctx, func(ctx context.Context, c *check) {
+			l.probe(c)
+			if c == p.checks[stuck] {
+				select {
+				case <-ctx.Done():
+				case <-time.After(interval * 3 / 2):
+				}
+			}
+		})
+	}()
+	time.Sleep(rounds*interval + interval/2)
+	cancel()
+	<-done
+	elapsed := time.Since(start)
+
+	l.Lock()
+	defer l.Unlock()
+	// A loaded machine wakes late, never early.
+	const slack = 100 * time.Millisecond
+	var all []time.Time
+	for i, c := range p.checks {
+		at := l.at[c]
+		all = append(all, at...)
+		if i == stuck {
+			// Every 1.5 intervals: each probe as soon as the one before ended.
+			if want := 1 + int(elapsed/(interval*3/2)); len(at) < want-1 || len(at) > want+1 {
+				t.Errorf("The hanging check went out %d times in %v, want about %d", len(at), elapsed, want)
+			}
+			continue
+		}
+		// The first round, then one an interval, the second spread over the first interval.
+		if want := 1 + int(elapsed/interval); len(at) < want-1 || len(at) > want+1 {
+			t.Errorf("Check %d went out %d times in %v, want about %d", i, len(at), elapsed, want)
+		}
+		for k := 2; k < len(at); k++ { // the second round is spread over the first interval
+			gap := at[k].Sub(at[k-1])
+			if gap < interval-interval/10-window || gap > interval+interval/10+window+slack {
+				t.Errorf("Check %d: %v between rounds %d and %d, want %v give or take %v", i, gap, k-1, k, interval, interval/10+window)
+			}
+		}
+	}
+	// Launches come in sweeps, at least a window apart, however many checks: a sweep is the
+	// launches less than a quarter window apart (goroutines start late on a loaded machine).
+	slices.SortFunc(all, time.Time.Compare)
+	sweeps := 1
+	for k := 1; k < len(all); k++ {
+		if all[k].Sub(all[k-1]) > window/4 {
+			sweeps++
+		}
+	}
+	if most := int(elapsed/window) + rounds + 2; sweeps > most {
+		t.Errorf("%d launches in %d sweeps, want at most %d (one per window of %v, and the hanging check's own)", len(all), sweeps, most, window)
+	}
+	t.Logf("%d launches in %d sweeps over %v", len(all), sweeps, elapsed.Round(time.Millisecond))
 }
