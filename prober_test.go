@@ -340,8 +340,8 @@ func (l *launches) probe(c *check) {
 func TestSweep(t *testing.T) {
 	const (
 		checks   = 200
-		interval = 400 * time.Millisecond
-		rounds   = 6
+		interval = 300 * time.Millisecond
+		rounds   = 5
 		stuck    = 3 // this check's probes take 1.5 intervals
 	)
 	p := &prober{hc: healthCheck{interval: interval}}
