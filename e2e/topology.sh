@@ -430,6 +430,8 @@ EOF
 }
 EOF
 	n2_sources with_s >"$WORK/conf/n2.sources"
+	# The bgp variants' file: never S, which only BGP gives them.
+	n2_sources without_s >"$WORK/conf/n2-bgp.sources"
 	n2_corefile base >"$WORK/conf/Corefile.n2"
 }
 
@@ -441,18 +443,32 @@ n2_sources() {
 	echo "2001:db8:100::/48 r2a"
 }
 
-# n2_corefile base|reloaded|fallthrough: net2's Corefile. "reloaded" adds the
-# source $S_NEW and moves r2b from precedence 20 to 5; "fallthrough" hands
-# the query on (to net1 through forward) when no relay of net2 is left for a
-# source, instead of NODATA.
+# n2_corefile base|reloaded|fallthrough|bgp|bgp_reloaded: net2's Corefile.
+# "reloaded" adds the source $S_NEW and moves r2b from precedence 20 to 5;
+# "fallthrough" hands the query on (to net1 through forward) when no relay of
+# net2 is left for a source, instead of NODATA. "bgp" learns the multicast RIB
+# from net2's BIRD and reads a sources file without S, so that S's entry comes
+# from BGP alone (a source missing from the table is handed on to net1, as in
+# every variant); "bgp_reloaded" is "bgp" with r2b at precedence 5 and the same
+# bgp lines.
 n2_corefile() {
-	local r2b_prec=20 extra="" all_down=nodata
+	local r2b_prec=20 extra="" all_down=nodata sources=$WORK/conf/n2.sources
 	case $1 in
 	reloaded)
 		r2b_prec=5
 		extra="        source $S_NEW/32 r2b"
 		;;
 	fallthrough) all_down=fallthrough ;;
+	bgp | bgp_reloaded)
+		[ "$1" = bgp ] || r2b_prec=5
+		sources=$WORK/conf/n2-bgp.sources
+		# Only the multicast family: the unicast routes BIRD offers never enter the table.
+		extra="        bgp ${ASN[n2]} $N2_BGP_SPEAKER listen $N2_BGP_SPEAKER:$N2_BGP_PORT
+        bgp_neighbor $N2_BGP_ROUTER ${ASN[n2]} passive family ipv4-multicast
+        bgp_relays r2a r2b r2v6 r2name
+        # From 127.0.0.1 in net2: where each answer's table entry comes from.
+        explain"
+		;;
 	esac
 	cat <<EOF
 # net2 ($1): a multicast network nearer the user. Listens on the wildcard address
@@ -471,7 +487,7 @@ n2_corefile() {
         relay r2b ${N2_RELAYS_V4[1]} precedence $r2b_prec discovery_optional
         relay r2v6 $N2_RELAY_V6 precedence 10
         relay r2name $N2_RELAY_NAME precedence 30 probe $N2_RELAY_NAME_PROBE:2268
-        sources $WORK/conf/n2.sources reload 1s
+        sources $sources reload 1s
 $extra
         ttl $ANSWER_TTL
         nameserver $AMT_NS_NAME
