@@ -58,7 +58,7 @@ REV_S_V6="2.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.8.b.d.0.1.0.0.2.ip6.ar
 S_NEW=203.0.113.100                  # source added to net2 by the reload scenario
 S_UNKNOWN=203.0.113.1                # never in any table
 S_UCAST=192.0.2.12                   # in a prefix net1 announces as unicast only (step "bgp")
-UCAST_PREFIX=192.0.2.0/24
+UCAST_PREFIX=${S_UCAST%.*}.0/24      # 192.0.2.0/24
 N2_BGP_ROUTER=100.64.2.179           # net2's BIRD: its end of the iBGP session to CoreDNS
 N2_BGP_SPEAKER=100.64.2.180          # net2's CoreDNS BGP speaker: router ID and listen address
 N2_BGP_PORT=1179                     # not 179, which BIRD listens on, on every address
@@ -273,9 +273,11 @@ start_bird() {
 	local n
 	for n in "${NODES[@]}"; do
 		bird_conf "$n" >"$WORK/conf/bird-$n.conf"
-		start_proc "bird-$n" "$n" bird -f -c "$WORK/conf/bird-$n.conf" -s "$WORK/run/bird-$n.ctl" -P "$WORK/run/bird-$n.pid"
+		start_bird_on "$n"
 	done
 }
+# start_bird_on NODE: BIRD in NODE on its written config (the bgp step restarts net2's).
+start_bird_on() { start_proc "bird-$1" "$1" bird -f -c "$WORK/conf/bird-$1.conf" -s "$WORK/run/bird-$1.ctl" -P "$WORK/run/bird-$1.pid"; }
 
 bgp_established() { # all three sessions at ix
 	local out
