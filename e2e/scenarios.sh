@@ -164,7 +164,7 @@ step_direct() {
 	expect_negative "NODATA+SOA for a source in no table (amt.$(rev4 $S_UNKNOWN)), the signed apex exists" NOERROR "amt.$(rev4 $S_UNKNOWN)"
 	# Only class IN is amtrelay's: net2 has forward, so CoreDNS lets CH through, and it goes to
 	# net1 (which refuses it), never to an answer of amtrelay's IN records.
-	dq n8 "@$srv" -c CH "$AMT_NAME" A
+	dq n8 "@$srv" "$AMT_NAME" CH A
 	if ! q_has_flag aa && [ -z "$(q_rrs ANSWER A)" ]; then ok "CH query at $AMT_NAME handed on, not answered by amtrelay ($(q_status))"
 	else bad "CH query at $AMT_NAME: got $(q_status) flags [$(q_flags)] answer [$(q_section ANSWER | tr '\n' '|')]"; fi
 	# bufsize 1232 caps UDP answers, whatever the query's EDNS buffer.
