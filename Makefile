@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInZone$$' -fuzztime $(FUZZTIME) ./revname
 	$(GO) test -run '^$$' -fuzz '^FuzzDiffLines$$' -fuzztime $(FUZZTIME) ./table
 	$(GO) test -run '^$$' -fuzz '^FuzzFileLoader$$' -fuzztime $(FUZZTIME) ./table
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAdminFile$$' -fuzztime $(FUZZTIME) .
 
 # 200 Corefile reloads on a bad day, under load, race detector on (about 40 s).
 soak:

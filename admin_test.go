@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/amtdns/amtrelay/table"
 )
 
 const adminRelays = "relay a 192.0.2.1\nrelay b 192.0.2.2\nrelay c 192.0.2.3\nsource 198.51.100.0/24 a b c\n"
@@ -47,6 +49,44 @@ func TestParseAdminFile(t *testing.T) {
 			t.Errorf("%q: got %q, want %q", tc.text, got, tc.want)
 		}
 	}
+}
+
+// FuzzParseAdminFile checks that any text either fails with a bounded message or gives every
+// relay the mode of the last line that names it or `*`.
+func FuzzParseAdminFile(f *testing.F) {
+	a := newTestPlugin(f, "amtrelay in-addr.arpa {\n"+adminRelays+"}")
+	for _, seed := range []string{"", "a drain\nc up # done\n", "* drain\nb up\r\n", "a\n", "d down\n", "a pause\n\x00"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		modes, err := parseAdminFile(text, "admin.txt", a.cfg)
+		if err != nil {
+			if modes != nil || len(err.Error()) > 4096 {
+				t.Fatalf("Error of %d bytes with modes %v: %.200s", len(err.Error()), modes, err)
+			}
+			return
+		}
+		want := map[string]string{}
+		_ = table.ReadFields(text, "admin.txt", func(f []string) error {
+			if f[0] == "*" {
+				for _, r := range a.cfg.relays {
+					want[r.name] = f[1]
+				}
+			} else {
+				want[f[0]] = f[1]
+			}
+			return nil
+		})
+		for _, r := range a.cfg.relays {
+			w, ok := want[r.name]
+			if !ok {
+				w = "auto"
+			}
+			if got := modes.of(r.index).String(); got != w {
+				t.Fatalf("%q: relay %s is %s, want %s", text, r.name, got, w)
+			}
+		}
+	})
 }
 
 // What each admin mode does to answers and readiness, with the probes saying a and b are up and c
