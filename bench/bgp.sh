@@ -148,6 +148,13 @@ bird_stop() { # bird_stop NAME: stop BIRD, keep its log as logs/bird.NAME.log
 
 bird_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$bird_pid/stat"; }
 
+# machine_ticks: the CPU time all processes and the kernel spent, steal excluded; children_ticks:
+# that of this shell's children it waited for (dnsperf, birdc, the pollers, the flapper once
+# reaped). With the server's, BIRD's and the flapper's, they give what other processes took, which
+# says whether a run was disturbed: the machine may be shared.
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+children_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"; }
+
 bgp_answers() {
 	timeout 5 ip netns exec "$bgp_ns_dns" dnsperf -s 127.0.0.1 -p "$BGP_PORT" -d "$probe_query" -n 1 -t 1 2>/dev/null |
 		grep -q 'Queries completed: *1 '
@@ -242,7 +249,8 @@ bgp_load() {
 	bgp_wait_table 1e18 3 >/dev/null
 	idle=$(awk -v t=$(($(server_ticks) - ticks0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz / 3 }')
 	ticks0=$(server_ticks) rss0=$(rss_kb) bird0=$(bird_ticks)
-	local profile_pid=""
+	local m0 c0 others profile_pid=""
+	m0=$(machine_ticks) c0=$(children_ticks)
 	if ((profile && n == bgp_profile_routes)); then
 		bgp_profile_routes=0 # once
 		log "bgp load $n: CPU profile of the first 10 s after the enable"
@@ -264,6 +272,10 @@ bgp_load() {
 	[[ $complete != "- - -" ]] || die "bgp load: the table did not reach $n within ${BGP_LOAD_TIMEOUT}s (sources $(bgp_metric coredns_amtrelay_sources); see $OUT/logs/$name.log)"
 	local bird_cpu
 	bird_cpu=$(($(bird_ticks) - bird0))
+	# other processes, as a share of a core, from the enable to the end of the polling
+	others=$(awk -v m=$(($(machine_ticks) - m0)) -v s=$(($(server_ticks) - ticks0)) -v b="$bird_cpu" \
+		-v c=$(($(children_ticks) - c0)) -v t0="$t_enable" -v t1="$EPOCHREALTIME" -v hz="$(getconf CLK_TCK)" \
+		'BEGIN { printf "%.3f", (m - s - b - c) / hz / (t1 - t0) }')
 	est=$(awk '/bgp: neighbor .*: established$/ { print $1; exit }' "$OUT/logs/$name.log")
 	# the last End-of-RIB: BIRD sends one per family, the empty IPv6 one first
 	eor=$(awk '/Sending END-OF-RIB/ { t = $1 } END { print t }' "$GEN/bird.log")
@@ -273,15 +285,15 @@ bgp_load() {
 		log "WARNING: readiness stopped waiting for the session: the ready time is not the table's"
 	fi
 	awk -v n="$n" -v en="$t_enable" -v est="$est" -v eor="${eor:-nan}" -v c="$complete" -v r="$ready" \
-		-v t0="$ticks0" -v rss0="$rss0" -v bird="$bird_cpu" -v idle="$idle" -v hz="$(getconf CLK_TCK)" '
+		-v t0="$ticks0" -v rss0="$rss0" -v bird="$bird_cpu" -v idle="$idle" -v others="$others" -v hz="$(getconf CLK_TCK)" '
 		function ms(a, b) { return (a == "-" || b == "-" || a == "nan" || b == "nan") ? "nan" : sprintf("%.0f", (a - b) * 1000) }
 		BEGIN {
 			split(c, cc, " "); split(r, rr, " ")
-			printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%.2f\t%s\n", n, ms(est, en), ms(eor, est), ms(cc[1], est), ms(rr[1], est),
-				ms(cc[1], eor), ms(rr[1], eor), (cc[2] - t0) / hz, rss0, cc[3], (rr[3] == "-" ? "nan" : rr[3]), bird / hz, idle
+			printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%.2f\t%s\t%s\n", n, ms(est, en), ms(eor, est), ms(cc[1], est), ms(rr[1], est),
+				ms(cc[1], eor), ms(rr[1], eor), (cc[2] - t0) / hz, rss0, cc[3], (rr[3] == "-" ? "nan" : rr[3]), bird / hz, idle, others
 		}' >>"$RESULTS/bgp-load.tsv"
-	log "bgp load $n: $(tail -n1 "$RESULTS/bgp-load.tsv" | awk -F'\t' '{ printf "established -> complete %s ms, -> ready %s ms; End-of-RIB -> complete %s ms, -> ready %s ms; server CPU %s s (idle under the pollers %s s/s); RSS %d -> %d MB; BIRD CPU %s s",
-		$4, $5, $6, $7, $8, $13, $9 / 1024, $10 / 1024, $12 }')"
+	log "bgp load $n: $(tail -n1 "$RESULTS/bgp-load.tsv" | awk -F'\t' '{ printf "established -> complete %s ms, -> ready %s ms; End-of-RIB -> complete %s ms, -> ready %s ms; server CPU %s s (idle under the pollers %s s/s); RSS %d -> %d MB; BIRD CPU %s s; other processes %.0f%% of a core",
+		$4, $5, $6, $7, $8, $13, $9 / 1024, $10 / 1024, $12, $14 * 100 }')"
 	bgp_stop_server
 	bird_stop "$name"
 }
@@ -335,7 +347,7 @@ bgp_wait_idle() {
 }
 
 bgp_flaps() {
-	local total want4 out round phase ticks0 ticks1 b0 b1 f1 e0 e1 qps completed noerror
+	local total want4 out round phase ticks0 ticks1 b0 b1 f1 e0 e1 qps completed noerror m0 m1 c0 c1
 	log "bgp flaps: BIRD with the query file's sources, $BGP_FLAP_BASE more routes, $BGP_FLAP_PROTOCOLS x 500 flapping"
 	bird_start bird-flap.conf
 	want4=$(grep -c '^.route [0-9.]*/' "$GEN/bird-flap.conf")
@@ -350,16 +362,16 @@ bgp_flaps() {
 	log "bgp flaps: $total routes in the server's table; warming up"
 	timeout $((WARMUP_SECONDS + 10)) ip netns exec "$bgp_ns_dns" dnsperf -s 127.0.0.1 -p "$BGP_PORT" \
 		-d "$GEN/queries.txt" -e $DNSPERF_ARGS -n 1 >"$RESULTS/bgp-flap.warmup.txt" 2>&1 || true
-	printf 'round\tphase\tqps\tcpu_us_per_query\tnoerror_share\tserver_cpu_s\tbird_cpu_s\tflapper_cpu_s\texport_updates\texport_withdraws\n' >"$RESULTS/bgp-flap.tsv"
+	printf 'round\tphase\tqps\tcpu_us_per_query\tnoerror_share\tserver_cpu_s\tbird_cpu_s\tflapper_cpu_s\texport_updates\texport_withdraws\tclient_cpu_s\tothers_cpu_s\n' >"$RESULTS/bgp-flap.tsv"
 	for ((round = 1; round <= BGP_ROUNDS; round++)); do
 		for phase in steady flapping; do
 			e0=$(bird_export)
-			ticks0=$(server_ticks) b0=$(bird_ticks)
+			ticks0=$(server_ticks) b0=$(bird_ticks) m0=$(machine_ticks) c0=$(children_ticks)
 			[[ $phase == flapping ]] && flapper_start
 			out=$RESULTS/bgp-flap.$round.$phase.txt
 			timeout $((BGP_SECONDS + 30)) ip netns exec "$bgp_ns_dns" dnsperf -s 127.0.0.1 -p "$BGP_PORT" \
 				-d "$GEN/queries.txt" -e $DNSPERF_ARGS -l "$BGP_SECONDS" >"$out" 2>&1 || die "dnsperf against bgp-flap"
-			ticks1=$(server_ticks) b1=$(bird_ticks) f1=0
+			ticks1=$(server_ticks) b1=$(bird_ticks) m1=$(machine_ticks) c1=$(children_ticks) f1=0
 			if [[ $phase == flapping ]]; then
 				kill -0 "$flapper_pid" 2>/dev/null || die "the flapper exited early (see $OUT/logs/flapper.log)"
 				f1=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$flapper_pid/stat")
@@ -371,13 +383,15 @@ bgp_flaps() {
 			completed=$(dnsperf_field "$out" "Queries completed")
 			noerror=$(awk '/NOERROR/ { for (i = 1; i <= NF; i++) if ($i == "NOERROR") { print $(i + 1); exit } }' "$out")
 			awk -v r="$round" -v p="$phase" -v q="$qps" -v n="$completed" -v ok="${noerror:-0}" -v t=$((ticks1 - ticks0)) \
-				-v b=$((b1 - b0)) -v f="$f1" -v e0="$e0" -v e1="$e1" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+				-v b=$((b1 - b0)) -v f="$f1" -v e0="$e0" -v e1="$e1" -v m=$((m1 - m0)) -v c=$((c1 - c0)) \
+				-v hz="$(getconf CLK_TCK)" 'BEGIN {
 				split(e0, a, " "); split(e1, z, " ")
-				printf "%s\t%s\t%s\t%s\t%.3f\t%.2f\t%.2f\t%.2f\t%d\t%d\n", r, p, q,
-					(n > 0 ? sprintf("%.2f", t / hz * 1e6 / n) : "nan"), (n > 0 ? ok / n : 0), t / hz, b / hz, f / hz, z[1] - a[1], z[2] - a[2]
+				printf "%s\t%s\t%s\t%s\t%.3f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.2f\t%.2f\n", r, p, q,
+					(n > 0 ? sprintf("%.2f", t / hz * 1e6 / n) : "nan"), (n > 0 ? ok / n : 0), t / hz, b / hz, f / hz, z[1] - a[1], z[2] - a[2],
+					c / hz, (m - t - b - f - c) / hz
 			}' >>"$RESULTS/bgp-flap.tsv"
-			log "bgp round $round $phase: $(tail -n1 "$RESULTS/bgp-flap.tsv" | awk -F'\t' '{ printf "%s qps, server CPU %s us/query, NOERROR %.1f%%; CPU s: server %s, BIRD %s, flapper %s; BIRD exported %d updates, %d withdrawals",
-				$3, $4, $5 * 100, $6, $7, $8, $9, $10 }')"
+			log "bgp round $round $phase: $(tail -n1 "$RESULTS/bgp-flap.tsv" | awk -F'\t' '{ printf "%s qps, server CPU %s us/query, NOERROR %.1f%%; CPU s: server %s, dnsperf %s, BIRD %s, flapper %s, other processes %s; BIRD exported %d updates, %d withdrawals",
+				$3, $4, $5 * 100, $6, $11, $7, $8, $12, $9, $10 }')"
 			if [[ $phase == flapping ]]; then
 				# back to the whole table for the next steady phase
 				bgp_birdc enable '"flap*"' >/dev/null || die "birdc enable flap*"
@@ -385,6 +399,27 @@ bgp_flaps() {
 			fi
 		done
 	done
+	if ((profile)); then
+		# --profile: where the server's CPU goes under dnsperf load, without and with flaps
+		for phase in steady flapping; do
+			log "bgp flaps: CPU profile of the server under load, $phase"
+			[[ $phase == flapping ]] && flapper_start
+			timeout 40 ip netns exec "$bgp_ns_dns" dnsperf -s 127.0.0.1 -p "$BGP_PORT" -d "$GEN/queries.txt" -e \
+				$DNSPERF_ARGS -l 12 >"$RESULTS/bgp-flap.$phase.profile-load.txt" 2>&1 &
+			local load_pid=$!
+			sleep 1
+			ip netns exec "$bgp_ns_dns" curl -s --max-time 30 -o "$RESULTS/bgp-flap.$phase.cpu.pprof" \
+				"http://$BGP_PPROF/debug/pprof/profile?seconds=10" || log "WARNING: the CPU profile failed"
+			wait "$load_pid" || true
+			if [[ $phase == flapping ]]; then
+				bgp_stop_pid "$flapper_pid"
+				flapper_pid=""
+				bgp_birdc enable '"flap*"' >/dev/null || die "birdc enable flap*"
+			fi
+			go tool pprof -top -nodecount 40 "$OUT/bin/coredns" "$RESULTS/bgp-flap.$phase.cpu.pprof" \
+				>"$RESULTS/bgp-flap.$phase.cpu.top.txt" 2>/dev/null || true
+		done
+	fi
 	bgp_stop_server
 	bird_stop bgp-flap
 }
@@ -397,7 +432,7 @@ bgp_section() {
 	bgp_tools
 	bgp_netns_up
 	log "bgp: namespaces $bgp_ns_bird (BIRD, $BGP_BIRD) and $bgp_ns_dns (server, $BGP_SPEAKER, DNS 127.0.0.1:$BGP_PORT)"
-	printf 'routes\tenable_to_est_ms\test_to_eor_ms\test_to_complete_ms\test_to_ready_ms\teor_to_complete_ms\teor_to_ready_ms\tserver_cpu_s\trss_before_kb\trss_complete_kb\trss_ready_kb\tbird_cpu_s\tidle_poll_cpu_per_s\n' >"$RESULTS/bgp-load.tsv"
+	printf 'routes\tenable_to_est_ms\test_to_eor_ms\test_to_complete_ms\test_to_ready_ms\teor_to_complete_ms\teor_to_ready_ms\tserver_cpu_s\trss_before_kb\trss_complete_kb\trss_ready_kb\tbird_cpu_s\tidle_poll_cpu_per_s\tothers_core_share\n' >"$RESULTS/bgp-load.tsv"
 	local n
 	# --profile: a CPU profile of the first load of the most routes
 	bgp_profile_routes=$(tr ',' '\n' <<<"$BGP_LOADS" | sort -n | tail -n1)
@@ -411,18 +446,19 @@ bgp_section() {
 # bgp_summary and bgp_ratios: the section's lines in the summary and in the key ratios.
 bgp_summary() {
 	if [[ -s $RESULTS/bgp-load.tsv ]] && (($(wc -l <"$RESULTS/bgp-load.tsv") > 1)); then
-		awk -F'\t' 'NR > 1 { printf "bgp load %7d routes: established -> complete %6.2f s, -> ready %6.2f s (End-of-RIB -> %.2f s, %.2f s; BIRD sent it %.2f s after established); server CPU %.2f s (idle under the pollers %.3f s/s), RSS %d -> %d MB\n",
-			$1, $4 / 1000, $5 / 1000, $6 / 1000, $7 / 1000, $3 / 1000, $8, $13, $9 / 1024, $11 / 1024 }' "$RESULTS/bgp-load.tsv"
+		awk -F'\t' 'NR > 1 { printf "bgp load %7d routes: established -> complete %6.2f s, -> ready %6.2f s (End-of-RIB -> %.2f s, %.2f s; BIRD sent it %.2f s after established); server CPU %.2f s (idle under the pollers %.3f s/s), RSS %d -> %d MB; others %.0f%% of a core\n",
+			$1, $4 / 1000, $5 / 1000, $6 / 1000, $7 / 1000, $3 / 1000, $8, $13, $9 / 1024, $11 / 1024, $14 * 100 }' "$RESULTS/bgp-load.tsv"
 	fi
 	if [[ -s $RESULTS/bgp-flap.tsv ]] && (($(wc -l <"$RESULTS/bgp-flap.tsv") > 1)); then
 		local phase
 		for phase in steady flapping; do
 			awk -F'\t' -v p="$phase" 'NR > 1 && $2 == p' "$RESULTS/bgp-flap.tsv" >"$RESULTS/bgp-flap.$phase.tmp"
-			printf 'bgp %-8s (%d rounds of %ss): %6.0f qps, server CPU %6.2f us/query (medians); CPU s per phase: server %.2f, BIRD %.2f, flapper %.2f; BIRD exported %d updates, %d withdrawals per phase\n' \
+			printf 'bgp %-8s (%d rounds of %ss): %6.0f qps, server CPU %6.2f us/query (medians); CPU s per phase: server %.2f, BIRD %.2f, flapper %.2f, others %.2f; BIRD exported %d updates, %d withdrawals per phase\n' \
 				"$phase" "$(wc -l <"$RESULTS/bgp-flap.$phase.tmp")" "$BGP_SECONDS" \
 				"$(cut -f3 "$RESULTS/bgp-flap.$phase.tmp" | median)" "$(cut -f4 "$RESULTS/bgp-flap.$phase.tmp" | median)" \
 				"$(cut -f6 "$RESULTS/bgp-flap.$phase.tmp" | median)" "$(cut -f7 "$RESULTS/bgp-flap.$phase.tmp" | median)" \
-				"$(cut -f8 "$RESULTS/bgp-flap.$phase.tmp" | median)" "$(cut -f9 "$RESULTS/bgp-flap.$phase.tmp" | median)" \
+				"$(cut -f8 "$RESULTS/bgp-flap.$phase.tmp" | median)" "$(cut -f12 "$RESULTS/bgp-flap.$phase.tmp" | median)" \
+				"$(cut -f9 "$RESULTS/bgp-flap.$phase.tmp" | median)" \
 				"$(cut -f10 "$RESULTS/bgp-flap.$phase.tmp" | median)"
 			rm -f "$RESULTS/bgp-flap.$phase.tmp"
 		done

@@ -20,7 +20,8 @@
 #   --only      a comma-separated subset of servers,memory,reload,canaries,bgp,go (default: all)
 #   --quick     one short round and short Go benchtimes: checks that everything runs, no figures
 #   --profile   also take a CPU profile of whoami and of amtrelay under dnsperf load (adds ~30 s;
-#               BENCH_PROFILE=1 does the same, for `make bench`), and of the biggest bgp load
+#               BENCH_PROFILE=1 does the same, for `make bench`), and of the bgp server: its biggest load, and
+#               under dnsperf load with and without flaps
 #
 # Settings (environment):
 #   BENCH_OUT             where builds, inputs, logs and results go (default bench/.run, ignored by git)
