@@ -10,7 +10,8 @@
 #
 #   loads: for each N of BENCH_BGP_LOADS (a count given k times is loaded k times), BIRD starts with N IPv4 multicast routes (bench/gen's
 #     bird-load-N.conf) and its bgp protocol disabled; the server starts, passive; then `birdc
-#     enable speaker`. Timed from the plugin's "established" log line (each line is stamped as it
+#     enable speaker`, with a waker on BIRD's socket until the table is complete (bird_waker_start
+#     says why). Timed from the plugin's "established" log line (each line is stamped as it
 #     is read) and from BIRD's "Sending END-OF-RIB" (its log has Unix times in ms) to
 #     coredns_amtrelay_sources reaching N (polled every 100 ms) and to /ready 200 (every 50 ms),
 #     both polled from one perl process in the server's namespace, which also reads the server's
@@ -39,7 +40,7 @@ BGP_BIRD=100.64.253.2
 BGP_FLAP_PROTOCOLS=4
 
 # The namespaces and processes of this section; bgp_cleanup (from run.sh's trap) ends exactly these.
-bgp_ns_bird="" bgp_ns_dns="" bird_pid="" flapper_pid="" bgp_stamp_pid=""
+bgp_ns_bird="" bgp_ns_dns="" bird_pid="" flapper_pid="" bgp_stamp_pid="" waker_pid=""
 bgp_load_runs=0
 
 # bgp_gen_args: bench/gen's flags for the bgp inputs.
@@ -75,9 +76,10 @@ bgp_del_ns() { # bgp_del_ns NS: end what runs in it (only this section's process
 
 bgp_cleanup() {
 	bgp_stop_pid "$flapper_pid"
+	bgp_stop_pid "$waker_pid"
 	bgp_stop_pid "$bird_pid"
 	bgp_stop_pid "$bgp_stamp_pid"
-	flapper_pid="" bird_pid="" bgp_stamp_pid=""
+	flapper_pid="" waker_pid="" bird_pid="" bgp_stamp_pid=""
 	bgp_del_ns "$bgp_ns_dns"
 	bgp_del_ns "$bgp_ns_bird"
 	bgp_ns_dns="" bgp_ns_bird=""
@@ -258,6 +260,7 @@ bgp_load() {
 			"http://$BGP_PPROF/debug/pprof/profile?seconds=10" &
 		profile_pid=$!
 	fi
+	bird_waker_start
 	t_enable=$EPOCHREALTIME
 	bgp_birdc enable speaker >/dev/null || die "birdc enable speaker"
 	bgp_wait_table_bg "$n" "$BGP_LOAD_TIMEOUT"
@@ -270,6 +273,8 @@ bgp_load() {
 	complete=$(awk '$1 == "complete" { print $2, $3, $4 }' <<<"$out")
 	ready=$(awk '$1 == "ready" { print $2, $3, $4 }' <<<"$out")
 	[[ $complete != "- - -" ]] || die "bgp load: the table did not reach $n within ${BGP_LOAD_TIMEOUT}s (sources $(bgp_metric coredns_amtrelay_sources); see $OUT/logs/$name.log)"
+	bgp_stop_pid "$waker_pid"
+	waker_pid=""
 	local bird_cpu
 	bird_cpu=$(($(bird_ticks) - bird0))
 	# other processes, as a share of a core, from the enable to the end of the polling
@@ -332,6 +337,21 @@ flapper_start() {
 		}
 	' "$OUT/bird.ctl" "$BGP_FLAP_PROTOCOLS" "$(awk -v r="$BGP_FLAP_RATE" 'BEGIN { print 500 / r }')" 2>>"$OUT/logs/flapper.log" &
 	flapper_pid=$!
+}
+
+# bird_waker_start: one perl process that asks BIRD for its status every 20 ms. BIRD 2.0.12's main
+# loop can go to sleep with export work pending, and then sends the tail of a table and its
+# End-of-RIB only at its 3 s poll timeout; a command on its control socket wakes it sooner.
+bird_waker_start() {
+	perl -MIO::Socket::UNIX -MTime::HiRes=sleep -e '
+		my $c = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "waker: $ARGV[0]: $!\n";
+		while (1) {
+			while (defined(my $l = <$c>)) { last if $l =~ /^\d{4} /; }
+			sleep 0.02;
+			print $c "show status\n";
+		}
+	' "$OUT/bird.ctl" 2>>"$OUT/logs/waker.log" &
+	waker_pid=$!
 }
 
 # bgp_wait_idle: as run.sh's wait_idle, for the bgp server and BIRD together (up to 30 s).
