@@ -8,22 +8,24 @@
 # Nothing touches the host namespace's links or routes, and BIRD has no kernel protocol. BIRD's
 # control socket is a file, so birdc and the flapper talk to it from the host namespace.
 #
-#   loads: for each N of BENCH_BGP_LOADS (a count given k times is loaded k times), BIRD starts with N IPv4 multicast routes (bench/gen's
-#     bird-load-N.conf) and its bgp protocol disabled; the server starts, passive; then `birdc
-#     enable speaker`, with a waker on BIRD's socket until the table is complete (bird_waker_start
-#     says why). Timed from the plugin's "established" log line (each line is stamped as it
-#     is read) and from BIRD's "Sending END-OF-RIB" (its log has Unix times in ms) to
-#     coredns_amtrelay_sources reaching N (polled every 100 ms) and to /ready 200 (every 50 ms),
-#     both polled from one perl process in the server's namespace, which also reads the server's
-#     CPU time and RSS at each. The server's CPU for the load is from the enable to the complete
-#     table; what the polling itself costs the server is measured before the enable, over 3 s of
-#     polling an idle server (the metrics endpoint costs a few ms of CPU a request).
+#   loads: for each N of BENCH_BGP_LOADS (a count given k times is loaded k times), BIRD starts
+#     with N IPv4 multicast routes (bench/gen's bird-load-N.conf) and its bgp protocol disabled; the
+#     server starts, passive; then `birdc enable speaker`, with a waker on BIRD's socket until the
+#     table is complete (bird_waker_start says why). Timed from the plugin's "established" log line
+#     (each line is stamped as it is read) and from BIRD's "Sending END-OF-RIB" (its log has Unix
+#     times in ms) to coredns_amtrelay_sources reaching N (polled every 100 ms) and to /ready 200
+#     (every 50 ms), both polled from one perl process in the server's namespace, which also reads
+#     the server's CPU time and RSS at each. The server's CPU for the load is from the enable to the
+#     complete table; what the polling itself costs the server is measured before the enable, over 3 s
+#     of polling an idle server (the metrics endpoint costs a few ms of CPU a request).
 #   flaps: BIRD with queries.txt's host sources as /32 and /128 routes carrying their relays'
 #     communities, BENCH_BGP_FLAP_BASE more IPv4 routes and 4 static protocols of 500 routes each;
 #     dnsperf (DNSPERF_ARGS) in alternating phases, steady and flapping, BENCH_BGP_ROUNDS rounds of
 #     BENCH_BGP_SECONDS. While flapping, one perl process on BIRD's control socket disables or
 #     enables one of the 4 protocols every 500/BENCH_BGP_FLAP_RATE s: 500 withdrawals or 500
 #     announcements each time. Its CPU and BIRD's are reported apart from the server's.
+#
+# Each load and phase also reports the CPU that other processes took meanwhile (machine_ticks).
 
 BGP_LOADS=${BENCH_BGP_LOADS:-100000,100000,100000,1000000}
 BGP_ROUNDS=${BENCH_BGP_ROUNDS:-3}
