@@ -2,10 +2,12 @@ package amtrelay
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/amtdns/amtrelay/amt"
@@ -15,10 +17,57 @@ import (
 // that resolves to thousands of addresses would otherwise open thousands of sockets every round.
 const maxProbeAddrs = 16
 
-// probeSockets bounds the probe sockets open at once in the process, over every check of every
-// instance: a probe waits for a free slot rather than fail, so that running short of file
-// descriptors never looks like a dead relay.
-var probeSockets = make(chan struct{}, 256)
+// probeClient is the amt.Client the health probes of every instance share: one socket per address
+// family for the process, whatever the number of relays, of server blocks and of instances a
+// Corefile reload overlaps. Each running prober holds it; the last one to let go closes it.
+var probeClient struct {
+	sync.Mutex
+	holders int
+	client  *amt.Client // nil until opened, and again once the last holder let go
+}
+
+// holdProbeClient adds a holder and opens the Client if it is not open.
+func holdProbeClient() {
+	probeClient.Lock()
+	defer probeClient.Unlock()
+	probeClient.holders++
+	if _, err := openProbeClientLocked(); err != nil {
+		log.Errorf("Health probes: %v; every probe fails until the sockets open", err)
+	}
+}
+
+// releaseProbeClient drops a holder; the last one closes the Client, which has no probe pending
+// by then: every holder releases after its probes ended.
+func releaseProbeClient() {
+	probeClient.Lock()
+	defer probeClient.Unlock()
+	if probeClient.holders--; probeClient.holders == 0 && probeClient.client != nil {
+		probeClient.client.Close()
+		probeClient.client = nil
+	}
+}
+
+// sharedProbeClient returns the open Client of the holders, opening it if an earlier attempt
+// failed (no socket could be opened: out of file descriptors).
+func sharedProbeClient() (*amt.Client, error) {
+	probeClient.Lock()
+	defer probeClient.Unlock()
+	return openProbeClientLocked()
+}
+
+func openProbeClientLocked() (*amt.Client, error) {
+	if probeClient.client == nil && probeClient.holders > 0 {
+		c, err := amt.NewClient()
+		if err != nil {
+			return nil, err
+		}
+		probeClient.client = c
+	}
+	if probeClient.client == nil {
+		return nil, amt.ErrClientClosed
+	}
+	return probeClient.client, nil
+}
 
 // prober runs the periodic probes of one instance, the AMT handshake with each relay address and
 // the canary streams through it, and reports their outcomes to the instance's relayHealth.
@@ -66,18 +115,21 @@ func newProber(cfg *config, h *relayHealth) *prober {
 	return p
 }
 
-// start launches one probe loop per check under ctx and wg, and one canary loop per check when
-// there are canaries. The first round runs at once; later rounds are spread over the interval so
-// that a thousand relays do not get probed in the same millisecond.
+// start launches the sweeper of the probes under ctx and wg, and one canary loop per check when
+// there are canaries. The probes hold the shared Client while they run.
 func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
-	for i, c := range p.checks {
-		offset := p.hc.interval * time.Duration(i) / time.Duration(len(p.checks))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.loop(ctx, c, offset)
-		}()
-		if len(p.canaries) > 0 {
+	if len(p.checks) == 0 {
+		return
+	}
+	holdProbeClient()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer releaseProbeClient()
+		p.sweep(ctx, p.probe)
+	}()
+	if len(p.canaries) > 0 {
+		for _, c := range p.checks {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -87,24 +139,97 @@ func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-func (p *prober) loop(ctx context.Context, c *check, offset time.Duration) {
-	p.probe(ctx, c)
-	select {
-	case <-ctx.Done():
-		return
-	case <-time.After(offset):
+// sweepWindow is how far ahead of its time a check may go out with the others of a sweep: a
+// quarter of the interval, at most maxSweepWindow.
+func (p *prober) sweepWindow() time.Duration { return min(p.hc.interval/4, maxSweepWindow) }
+
+// maxSweepWindow keeps sweeps frequent enough to be small: at the default interval of 5 s, 20 a
+// round, each with a twentieth of the checks.
+const maxSweepWindow = 250 * time.Millisecond
+
+// Where a check's probe is, for the sweeper.
+const (
+	checkIdle    int32 = iota
+	checkRunning       // its probe runs
+	checkOverdue       // its probe runs and the next round is due: it goes out when the probe ends
+)
+
+// sweep probes every check once per interval with probe until ctx ends, then waits for the probes
+// in flight.
+//
+// The first round runs at once. After that each check has its own time, first spread evenly over
+// the interval, then moved on by the interval, give or take a random twentieth of it, every
+// round: the random walk keeps the checks of AMT DNS servers that happen to start together from
+// staying in step for good. The checks go out in sweeps: when the earliest one is due, every
+// check due within the sweep window goes with it, each probe on a goroutine of its own, so that
+// a slow or dead relay delays no other. A thousand relays then cost the process a few wakeups a
+// second rather than one per message of each handshake. A check whose last probe still runs when
+// it is due (a timeout close to the interval, a slow name lookup) goes out as soon as that ends.
+func (p *prober) sweep(ctx context.Context, probe func(context.Context, *check)) {
+	var probes sync.WaitGroup
+	defer probes.Wait()
+	n := len(p.checks)
+	state := make([]atomic.Int32, n)
+	ended := make(chan struct{}, 1) // an overdue check's probe ended
+	launch := func(i int) {
+		state[i].Store(checkRunning)
+		probes.Add(1)
+		go func() {
+			defer probes.Done()
+			probe(ctx, p.checks[i])
+			if state[i].Swap(checkIdle) == checkOverdue {
+				select {
+				case ended <- struct{}{}:
+				default:
+				}
+			}
+		}()
 	}
-	// A ticker keeps each check on its own phase: rounds start every interval however long a probe
-	// took, so a relay that dies is marked down within fails x interval (+ one timeout), and checks
-	// do not drift into step with each other.
-	t := time.NewTicker(p.hc.interval)
-	defer t.Stop()
+	interval, window := p.hc.interval, p.sweepWindow()
+	jitter := func() time.Duration {
+		j := int64(interval / 20)
+		return time.Duration(rand.Int64N(2*j+1) - j)
+	}
+	now := time.Now()
+	due := make([]time.Time, n)
+	for i := range n {
+		launch(i)
+		due[i] = now.Add(interval*time.Duration(i+1)/time.Duration(n) + jitter())
+	}
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
 	for {
-		p.probe(ctx, c)
+		var next time.Time
+		now = time.Now()
+		horizon := now.Add(window)
+		for i, d := range due {
+			if d.Before(horizon) {
+				// Only the probe's goroutine takes a check out of running or overdue.
+				if state[i].CompareAndSwap(checkRunning, checkOverdue) || state[i].Load() == checkOverdue {
+					continue
+				}
+				launch(i)
+				d = d.Add(interval + jitter())
+				// After a stall (a suspended process) the rounds missed are skipped, not made up.
+				for !d.After(now) {
+					d = d.Add(interval)
+				}
+				due[i] = d
+			}
+			if next.IsZero() || d.Before(next) {
+				next = d
+			}
+		}
+		var wake <-chan time.Time
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+			wake = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-wake:
+		case <-ended:
 		}
 	}
 }
@@ -123,15 +248,19 @@ func (p *prober) probe(ctx context.Context, c *check) {
 	}
 
 	outcomes := make([]probeOutcome, len(targets))
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outcomes[i] = p.probeOne(ctx, t)
-		}()
+	if len(targets) == 1 {
+		outcomes[0] = p.probeOne(ctx, targets[0])
+	} else {
+		var wg sync.WaitGroup
+		for i, t := range targets {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outcomes[i] = p.probeOne(ctx, t)
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	if ctx.Err() != nil {
 		return
 	}
@@ -162,20 +291,18 @@ func (o probeOutcome) String() string {
 	return o.result.String() + " at " + o.step
 }
 
-// probeOne runs one probe of target, the whole handshake or the Discovery alone, once a socket
-// slot is free.
+// probeOne runs one probe of target, the whole handshake or the Discovery alone, on the shared
+// Client.
 func (p *prober) probeOne(ctx context.Context, target netip.AddrPort) probeOutcome {
-	select {
-	case probeSockets <- struct{}{}:
-	case <-ctx.Done():
+	client, err := sharedProbeClient()
+	if err != nil {
 		return probeOutcome{result: amt.ResultError}
 	}
-	defer func() { <-probeSockets }()
 	if p.hc.handshake == handshakeDiscovery {
-		rep := amt.Probe(ctx, target, p.hc.timeout)
+		rep := client.Probe(ctx, target, p.hc.timeout)
 		return probeOutcome{result: rep.Result, rtt: rep.RTT}
 	}
-	rep := amt.Handshake(ctx, target, p.hc.timeout)
+	rep := client.Handshake(ctx, target, p.hc.timeout)
 	return probeOutcome{result: rep.Result, step: rep.Step.String(), rtt: rep.DiscoveryRTT + rep.RequestRTT}
 }
 

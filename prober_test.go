@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,36 +278,135 @@ func TestProbeTargetsCapped(t *testing.T) {
 	}
 }
 
-// Probe sockets are capped for the whole process: a probe waits for a slot instead of opening one,
-// and gives up when its context ends.
-func TestProbeSocketCap(t *testing.T) {
+// Every instance probes over one amt.Client: a second instance (another server block, or the new
+// instance of a reload) shares the first one's, which stays open until the last instance stops.
+func TestProbeClientShared(t *testing.T) {
 	relay := startResponder(t, "127.0.0.26:0")
-	a := newTestPlugin(t, fmt.Sprintf("amtrelay in-addr.arpa {\nrelay r1 %s probe %s\nsource 198.51.100.0/24 r1\n}",
-		relay.Addr().Addr(), relay.Addr()))
-	for range cap(probeSockets) {
-		probeSockets <- struct{}{}
+	block := fmt.Sprintf("amtrelay in-addr.arpa {\nrelay r1 %s probe %s\nsource 198.51.100.0/24 r1\nhealth_check 100ms timeout 50ms\n}",
+		relay.Addr().Addr(), relay.Addr())
+	current := func() (*amt.Client, int) {
+		probeClient.Lock()
+		defer probeClient.Unlock()
+		return probeClient.client, probeClient.holders
 	}
-	drain := func() {
-		for len(probeSockets) > 0 {
-			<-probeSockets
+	if c, n := current(); c != nil || n != 0 {
+		t.Fatalf("Before any instance: client %p, %d holders", c, n)
+	}
+	a := newTestPlugin(t, block)
+	a.start()
+	first, _ := current()
+	b := newTestPlugin(t, block)
+	b.start()
+	if c, n := current(); c == nil || c != first || n != 2 {
+		t.Errorf("Two instances: client %p (first %p), %d holders; want one client, two holders", c, first, n)
+	}
+	if o := b.prober.probeOne(context.Background(), relay.Addr()); o.result != amt.ResultOK {
+		t.Errorf("Probe over the shared client: %v, want ok", o)
+	}
+
+	a.stop()
+	if c, n := current(); c != first || n != 1 {
+		t.Errorf("After the first instance stopped: client %p, %d holders; want the same client, one holder", c, n)
+	}
+	before := relay.Discoveries()
+	eventually(t, "probes of the remaining instance", 5*time.Second, func() (bool, string) {
+		n := relay.Discoveries() - before
+		return n >= 2, fmt.Sprintf("%d Discoveries", n)
+	})
+	b.stop()
+	if c, n := current(); c != nil || n != 0 {
+		t.Errorf("After the last instance stopped: client %p, %d holders; want it closed", c, n)
+	}
+	if o := b.prober.probeOne(context.Background(), relay.Addr()); o.result != amt.ResultError {
+		t.Errorf("Probe with no holder: %v, want error", o)
+	}
+}
+
+// launches records when a fake probe started for each check.
+type launches struct {
+	sync.Mutex
+	at map[*check][]time.Time
+}
+
+func (l *launches) probe(c *check) {
+	l.Lock()
+	l.at[c] = append(l.at[c], time.Now())
+	l.Unlock()
+}
+
+// The sweeper probes each check once per interval, within the jitter and the sweep window, in
+// sweeps rather than one by one; a check whose probe hangs delays no other, and goes out again as
+// soon as its probe ends.
+func TestSweep(t *testing.T) {
+	const (
+		checks   = 200
+		interval = 300 * time.Millisecond
+		rounds   = 5
+		stuck    = 3 // this check's probes take 1.5 intervals
+	)
+	p := &prober{hc: healthCheck{interval: interval}}
+	for range checks {
+		p.checks = append(p.checks, &check{})
+	}
+	window := p.sweepWindow()
+	l := &launches{at: map[*check][]time.Time{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		p.sweep(ctx, func(ctx context.Context, c *check) {
+			l.probe(c)
+			if c == p.checks[stuck] {
+				select {
+				case <-ctx.Done():
+				case <-time.After(interval * 3 / 2):
+				}
+			}
+		})
+	}()
+	time.Sleep(rounds*interval + interval/2)
+	cancel()
+	<-done
+	elapsed := time.Since(start)
+
+	l.Lock()
+	defer l.Unlock()
+	// A loaded machine wakes late, never early.
+	const slack = 100 * time.Millisecond
+	var all []time.Time
+	for i, c := range p.checks {
+		at := l.at[c]
+		all = append(all, at...)
+		if i == stuck {
+			// Every 1.5 intervals: each probe as soon as the one before ended.
+			if want := 1 + int(elapsed/(interval*3/2)); len(at) < want-1 || len(at) > want+1 {
+				t.Errorf("The hanging check went out %d times in %v, want about %d", len(at), elapsed, want)
+			}
+			continue
+		}
+		// The first round, then one an interval, the second spread over the first interval.
+		if want := 1 + int(elapsed/interval); len(at) < want-1 || len(at) > want+1 {
+			t.Errorf("Check %d went out %d times in %v, want about %d", i, len(at), elapsed, want)
+		}
+		for k := 2; k < len(at); k++ { // the second round is spread over the first interval
+			gap := at[k].Sub(at[k-1])
+			if gap < interval-interval/10-window || gap > interval+interval/10+window+slack {
+				t.Errorf("Check %d: %v between rounds %d and %d, want %v give or take %v", i, gap, k-1, k, interval, interval/10+window)
+			}
 		}
 	}
-	defer drain()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if o := a.prober.probeOne(ctx, relay.Addr()); o.result != amt.ResultError || time.Since(start) < 150*time.Millisecond {
-		t.Errorf("With every slot taken: %v after %v, want an error at the deadline", o, time.Since(start))
+	// Launches come in sweeps, at least a window apart, however many checks: a sweep is the
+	// launches less than a quarter window apart (goroutines start late on a loaded machine).
+	slices.SortFunc(all, time.Time.Compare)
+	sweeps := 1
+	for k := 1; k < len(all); k++ {
+		if all[k].Sub(all[k-1]) > window/4 {
+			sweeps++
+		}
 	}
-	if n := relay.Discoveries(); n != 0 {
-		t.Errorf("The relay got %d Discoveries while no slot was free", n)
+	if most := int(elapsed/window) + rounds + 2; sweeps > most {
+		t.Errorf("%d launches in %d sweeps, want at most %d (one per window of %v, and the hanging check's own)", len(all), sweeps, most, window)
 	}
-	<-probeSockets // one slot frees up
-	if o := a.prober.probeOne(context.Background(), relay.Addr()); o.result != amt.ResultOK {
-		t.Errorf("With a free slot: %v, want ok", o)
-	}
-	if len(probeSockets) != cap(probeSockets)-1 {
-		t.Errorf("The probe did not give its slot back: %d of %d taken", len(probeSockets), cap(probeSockets))
-	}
+	t.Logf("%d launches in %d sweeps over %v", len(all), sweeps, elapsed.Round(time.Millisecond))
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -105,13 +104,6 @@ const (
 	// source, so that a flood from a popular destination costs a bounded
 	// walk per datagram.
 	maxChain = 64
-	// maxErrQueueDrain bounds the error-queue entries read in one go; what
-	// is left keeps the socket error set, so the next read comes back for
-	// it.
-	maxErrQueueDrain = 64
-	// sendTries: a send can fail once for each ICMP error that arrives
-	// meanwhile; more than a few in a row is not that.
-	sendTries = 3
 	// clientReadBuffer is asked for as SO_RCVBUF (the kernel caps it at
 	// net.core.rmem_max): one socket now takes the bursts that a thousand
 	// sockets' buffers used to.
@@ -170,6 +162,7 @@ func (c *Client) open(family netip.Addr) (*endpoint, error) {
 		byDst:   make(map[netip.AddrPort]*inflight),
 	}
 	e.raw.init()
+	e.errq.rc, e.errq.handle = rc, e.queuedError
 	return e, nil
 }
 
@@ -431,11 +424,8 @@ type endpoint struct {
 	rnd     [256]byte                    // crypto/rand output, drawn 64 nonces at a time
 	rndUsed int
 
-	raw rawIO // the platform's way to send and receive
-
-	drainMu sync.Mutex // one error-queue reader at a time, for the buffers
-	errBuf  [64]byte
-	oob     [256]byte
+	raw  rawIO    // the platform's way to send and receive
+	errq errQueue // hands ICMP errors to icmpError
 }
 
 // exchange registers p for a reply of type want under a fresh nonce and
@@ -567,21 +557,10 @@ func (e *endpoint) release(p *inflight) {
 	}
 }
 
-// send writes msg to dst. A failure may be an ICMP error meant for some
-// other probe (Linux returns the socket's pending error from the next call
-// on it, whichever it is, and that call does not send): the error queue is
-// read, which hands the error to the probes it is for, and the send tried
-// again.
+// send writes msg to dst, past ICMP errors meant for other probes (see
+// errQueue.send).
 func (e *endpoint) send(msg []byte, dst netip.AddrPort) error {
-	var err error
-	for range sendTries {
-		err = e.sendTo(msg, dst)
-		if err == nil || errors.Is(err, net.ErrClosed) {
-			return err
-		}
-		e.drainErrQueue()
-	}
-	return err
+	return e.errq.send(func() error { return e.sendTo(msg, dst) })
 }
 
 // read is the endpoint's reader goroutine: it runs until the socket is
@@ -606,7 +585,7 @@ func (e *endpoint) read() {
 		}
 		// Linux fails a read with the socket's pending ICMP error before
 		// returning queued data; reading the error queue clears it.
-		if e.drainErrQueue() > 0 {
+		if e.errq.drain() > 0 {
 			failures = 0
 			continue
 		}
@@ -678,6 +657,15 @@ func (e *endpoint) dispatch(b []byte, from netip.AddrPort, at time.Time) {
 	}
 }
 
+// queuedError takes one entry of the socket's error queue.
+func (e *endpoint) queuedError(dst netip.AddrPort, errno syscall.Errno) {
+	if !dst.IsValid() || errno == 0 {
+		e.c.stats.icmpUnmatched.Add(1)
+		return
+	}
+	e.icmpError(dst, errno)
+}
+
 // icmpError ends every step waiting on dst with errno, which an ICMP error
 // (or a local one) reported for a datagram sent there.
 func (e *endpoint) icmpError(dst netip.AddrPort, errno syscall.Errno) {
@@ -686,7 +674,7 @@ func (e *endpoint) icmpError(dst netip.AddrPort, errno syscall.Errno) {
 	e.mu.Lock()
 	for p := e.byDst[dst]; p != nil && failed < maxChain; failed++ {
 		if err == nil {
-			err = &net.OpError{Op: "read", Net: e.network, Source: e.conn.LocalAddr(), Addr: net.UDPAddrFromAddrPort(dst), Err: os.NewSyscallError("recvmsg", errno)}
+			err = icmpOpError(e.network, e.conn, dst, errno)
 		}
 		next := p.next
 		p.err = err

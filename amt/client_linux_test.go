@@ -37,8 +37,7 @@ func closedPort4(t *testing.T) netip.AddrPort {
 }
 
 // refuseOne registers a step towards a closed port, sends its Discovery and
-// waits until the ICMP error is queued on the socket (poll reports it
-// without consuming it).
+// waits until the ICMP error is queued on the socket.
 func refuseOne(t *testing.T, e *endpoint) *inflight {
 	t.Helper()
 	p := getInflight(time.Minute)
@@ -46,10 +45,18 @@ func refuseOne(t *testing.T, e *endpoint) *inflight {
 	if _, err := e.exchange(p, typeAdvertisement, closedPort4(t)); err != nil {
 		t.Fatalf("exchange: %v", err)
 	}
+	waitErrQueued(t, e.rc)
+	return p
+}
+
+// waitErrQueued waits until an ICMP error is queued on the socket (poll
+// reports it without consuming it).
+func waitErrQueued(t *testing.T, rc syscall.RawConn) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var revents int16
-		err := e.rc.Control(func(fd uintptr) {
+		err := rc.Control(func(fd uintptr) {
 			fds := []unix.PollFd{{Fd: int32(fd)}}
 			_, _ = unix.Poll(fds, 10)
 			revents = fds[0].Revents
@@ -58,7 +65,7 @@ func refuseOne(t *testing.T, e *endpoint) *inflight {
 			t.Fatalf("Control: %v", err)
 		}
 		if revents&unix.POLLERR != 0 {
-			return p
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("No ICMP error queued within 5 s")

@@ -4,11 +4,6 @@ package amt
 
 import "net/netip"
 
-// drainErrQueue does nothing here: unconnected UDP sockets get no ICMP
-// errors, so a closed port ends as a timeout, as with the package
-// functions.
-func (e *endpoint) drainErrQueue() int { return 0 }
-
 type rawIO struct{}
 
 func (*rawIO) init() {}

@@ -1,9 +1,14 @@
 package amt
 
 import (
+	"encoding/binary"
 	"net"
+	"net/netip"
 	"os"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // setRecvErr turns on IP_RECVERR / IPV6_RECVERR. Linux reports ICMP errors
@@ -11,6 +16,10 @@ import (
 // is deliberately unconnected (the answer may come from another address), so
 // without it a closed port would look like a silent timeout instead of
 // ECONNREFUSED.
+//
+// A socket that keeps running with the option on must read its error queue
+// (errQueue): each ICMP error stays queued there, charged to the socket's
+// receive buffer, until read with MSG_ERRQUEUE.
 func setRecvErr(c *net.UDPConn, v6 bool) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -27,4 +36,90 @@ func setRecvErr(c *net.UDPConn, v6 bool) error {
 		return err
 	}
 	return os.NewSyscallError("setsockopt", serr)
+}
+
+// errQueue reads the error queue of a long-lived socket with IP_RECVERR
+// set, where Linux puts every ICMP error its datagrams draw, with the
+// destination of the datagram. Reading the queue is what clears the
+// socket's pending error (which otherwise fails its next call, a send
+// included, and that send does not go out) and what frees the receive
+// buffer space the entries are charged to: left unread, a few hundred
+// refusals fill the buffer and the kernel drops the datagrams that come
+// after them.
+//
+// Set rc and handle before the first drain.
+type errQueue struct {
+	rc syscall.RawConn
+	// handle takes each entry: the destination of the datagram that drew
+	// the error and its errno, or the zero AddrPort and 0 for an entry
+	// that does not say.
+	handle func(dst netip.AddrPort, errno syscall.Errno)
+
+	mu  sync.Mutex // one reader at a time, for the buffers
+	buf [64]byte
+	oob [256]byte
+}
+
+// drain reads up to maxErrQueueDrain entries of the error queue and hands
+// each to handle. It returns how many it read. Any goroutine may call it:
+// Control takes no read lock, so a sender can drain while a reader is
+// blocked.
+func (q *errQueue) drain() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	drained := 0
+	for drained < maxErrQueueDrain {
+		var (
+			oobn int
+			from unix.Sockaddr
+			rerr error
+		)
+		err := q.rc.Control(func(fd uintptr) {
+			// The payload (our own datagram, quoted back) is not needed:
+			// the destination decides. MSG_TRUNC cuts it to buf.
+			_, oobn, _, from, rerr = unix.Recvmsg(int(fd), q.buf[:], q.oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		})
+		if err != nil || rerr != nil {
+			break // EAGAIN: the queue is empty
+		}
+		drained++
+		errno, ok := extendedErrno(q.oob[:oobn])
+		dst, okDst := sockaddrAddrPort(from)
+		if !ok || !okDst {
+			q.handle(netip.AddrPort{}, 0)
+			continue
+		}
+		q.handle(dst, errno)
+	}
+	return drained
+}
+
+// extendedErrno finds the struct sock_extended_err of IP_RECVERR or
+// IPV6_RECVERR in oob and returns its ee_errno.
+func extendedErrno(oob []byte) (syscall.Errno, bool) {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0, false
+		}
+		oob = rest
+		if (h.Level == unix.SOL_IP && h.Type == unix.IP_RECVERR || h.Level == unix.SOL_IPV6 && h.Type == unix.IPV6_RECVERR) && len(data) >= 4 {
+			if errno := binary.NativeEndian.Uint32(data[:4]); errno != 0 {
+				return syscall.Errno(errno), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// sockaddrAddrPort converts the msg_name of an error-queue entry: the
+// original destination of the datagram.
+func sockaddrAddrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)), true
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port)), true
+	}
+	return netip.AddrPort{}, false
 }

@@ -184,6 +184,12 @@ type Tunnel struct {
 	done     chan struct{} // closed once the tunnel is finished
 	closer   sync.Once     // closes closing
 	finisher sync.Once     // runs finish
+	errq     errQueue      // hands ICMP errors to queuedError
+
+	// ICMP errors read from the error queue, by whichever goroutine
+	// read it, for Run to handle.
+	icmpMu sync.Mutex
+	icmp   []queuedICMP
 
 	mu        sync.Mutex
 	running   bool
@@ -207,7 +213,12 @@ func NewTunnel(target netip.AddrPort, opts TunnelOptions) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tunnel{
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	t := &Tunnel{
 		target:   netip.AddrPortFrom(addr, target.Port()),
 		opts:     opts,
 		conn:     conn,
@@ -215,7 +226,40 @@ func NewTunnel(target netip.AddrPort, opts TunnelOptions) (*Tunnel, error) {
 		done:     make(chan struct{}),
 		st:       TunnelStatus{State: TunnelDiscovering, Since: time.Now()},
 		channels: make(map[channel]*channelStats),
-	}, nil
+	}
+	t.errq.rc, t.errq.handle = rc, t.queuedError
+	return t, nil
+}
+
+// queuedICMP is one entry of the socket's error queue.
+type queuedICMP struct {
+	dst   netip.AddrPort
+	errno syscall.Errno
+}
+
+// queuedError takes an entry of the socket's error queue, read by Run or
+// by a send that the error failed, and wakes Run to handle it.
+func (t *Tunnel) queuedError(dst netip.AddrPort, errno syscall.Errno) {
+	if !dst.IsValid() || errno == 0 {
+		return
+	}
+	t.icmpMu.Lock()
+	if len(t.icmp) < maxErrQueueDrain {
+		t.icmp = append(t.icmp, queuedICMP{dst, errno})
+	}
+	t.icmpMu.Unlock()
+	// Run takes the entries after setting its read deadline: this comes
+	// after that and ends its read, or before and is seen.
+	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// send writes msg to dst, past the ICMP errors of earlier datagrams (see
+// errQueue.send).
+func (t *Tunnel) send(msg []byte, dst netip.AddrPort) error {
+	return t.errq.send(func() error {
+		_, err := t.conn.WriteToUDPAddrPort(msg, dst)
+		return err
+	})
 }
 
 // LocalAddr returns the socket's local address: the wildcard address and
@@ -336,6 +380,13 @@ func (t *Tunnel) Close() error {
 // MaxMissedQueries Requests in a row without a Query, discovery starts
 // over. A Query with L stops Updates until LimitHoldDown has passed.
 //
+// On Linux an ICMP error (port unreachable: ECONNREFUSED) about the
+// Discovery or Request awaiting a reply fails it at once with that error,
+// and one about an Update starts a Request at once. The socket's error
+// queue is read whenever a read or a send fails, so that queued errors
+// neither take the receive buffer from the Data that follows nor stop a
+// send.
+//
 // Every reply is accepted from any source: relays answer from other local
 // addresses and ports. Each wakeup reads at most one datagram before the
 // timers are looked at again, so a flood cannot starve them.
@@ -391,8 +442,9 @@ func (t *Tunnel) loop(ctx context.Context) error {
 		if err := t.conn.SetReadDeadline(wake); err != nil {
 			return err
 		}
-		// Checked after the deadline is set: a cancellation or Close
-		// from now on moves it into the past and wakes the read.
+		// Checked after the deadline is set: a cancellation, Close or
+		// queued ICMP error from now on moves it into the past and wakes
+		// the read.
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -401,6 +453,9 @@ func (t *Tunnel) loop(ctx context.Context) error {
 			return nil
 		default:
 		}
+		if r.takeICMP(now) {
+			continue
+		}
 		// Any source is accepted: the nonces tie replies to the tunnel.
 		n, _, err := t.conn.ReadFromUDPAddrPort(buf)
 		switch {
@@ -408,9 +463,17 @@ func (t *Tunnel) loop(ctx context.Context) error {
 			readErrors = 0
 			r.receive(buf[:n], time.Now())
 		case errors.Is(err, os.ErrDeadlineExceeded):
+		case t.errq.drain() > 0:
+			// Linux fails a read with the socket's pending ICMP error;
+			// reading the error queue clears it, says which destination
+			// refused, for the next round, and frees the receive buffer
+			// space the queued errors hold.
+			readErrors = 0
 		case errors.Is(err, syscall.ECONNREFUSED):
-			// An ICMP port unreachable for something we sent.
-			r.refused(err, time.Now())
+			// A refusal without its entry (the queue was full, or another
+			// platform): about what was sent last.
+			readErrors = 0
+			r.icmpError(r.dst, err, time.Now())
 		default:
 			if readErrors++; readErrors > maxReadErrors {
 				return err
@@ -432,7 +495,7 @@ func (t *Tunnel) finish() {
 			t.sendUpdatesLocked(all, BlockOldSources)
 			if q := t.st.Query; q.Gateway.IsValid() {
 				t.out = AppendTeardown(t.out[:0], Teardown{MAC: q.MAC, Nonce: q.Nonce, Gateway: q.Gateway})
-				_, _ = t.conn.WriteToUDPAddrPort(t.out, t.st.Relay)
+				_ = t.send(t.out, t.st.Relay)
 			}
 		}
 		t.finished, t.running = true, false
@@ -475,7 +538,7 @@ func (t *Tunnel) sendUpdatesLocked(chans []channel, rt RecordType) {
 			u := Update{MAC: t.st.Query.MAC, Nonce: t.st.Query.Nonce, MLD: mld, Records: recs}
 			var err error
 			if t.out, err = AppendUpdate(t.out[:0], u); err == nil {
-				if _, err = t.conn.WriteToUDPAddrPort(t.out, t.st.Relay); err == nil {
+				if err = t.send(t.out, t.st.Relay); err == nil {
 					t.st.Updates++
 				}
 			}
@@ -508,15 +571,17 @@ const (
 type tunnelRun struct {
 	t        *Tunnel
 	waiting  pending
-	nonce    uint32    // of the Discovery or Request awaiting a reply
-	sentAt   time.Time // when it was sent
-	deadline time.Time // when its reply counts as missing
-	next     time.Time // when to send the next Discovery or Request
-	failures int       // failed exchanges in a row, for the backoff
+	dst      netip.AddrPort // where the Discovery or Request went, without zone
+	nonce    uint32         // of the Discovery or Request awaiting a reply
+	sentAt   time.Time      // when it was sent
+	deadline time.Time      // when its reply counts as missing
+	next     time.Time      // when to send the next Discovery or Request
+	failures int            // failed exchanges in a row, for the backoff
 	refresh  time.Duration
 	// nextRefresh is when the joins are due again (established).
 	nextRefresh time.Time
-	holdUntil   time.Time // limited
+	holdUntil   time.Time    // limited
+	icmp        []queuedICMP // spare slice for takeICMP
 }
 
 func (r *tunnelRun) state() TunnelState {
@@ -584,9 +649,9 @@ func (r *tunnelRun) wake() time.Time {
 }
 
 func (r *tunnelRun) sendDiscovery(now time.Time) {
-	r.nonce, r.sentAt = newNonce(), now
+	r.nonce, r.sentAt, r.dst = newNonce(), now, withoutZone(r.t.target)
 	var b [discoveryLen]byte
-	if _, err := r.t.conn.WriteToUDPAddrPort(AppendDiscovery(b[:0], r.nonce), r.t.target); err != nil {
+	if err := r.t.send(AppendDiscovery(b[:0], r.nonce), r.t.target); err != nil {
 		r.waiting = awaitAdvertisement
 		r.missed(now, err)
 		return
@@ -607,8 +672,9 @@ func (r *tunnelRun) sendRequest(now time.Time) {
 	relay := t.st.Relay
 	t.st.Requests++
 	t.mu.Unlock()
+	r.dst = withoutZone(relay)
 	var b [requestLen]byte
-	if _, err := t.conn.WriteToUDPAddrPort(AppendRequest(b[:0], r.nonce, mld), relay); err != nil {
+	if err := t.send(AppendRequest(b[:0], r.nonce, mld), relay); err != nil {
 		r.waiting = awaitQuery
 		r.missed(now, err)
 		return
@@ -643,20 +709,49 @@ func (r *tunnelRun) missed(now time.Time, err error) {
 	r.next = now.Add(r.backoff())
 }
 
-// refused handles ECONNREFUSED: nothing listens where we last sent.
-func (r *tunnelRun) refused(err error, now time.Time) {
-	if r.waiting != awaitNothing {
+// takeICMP handles the ICMP errors read from the error queue since the
+// last call, and reports whether there were any.
+func (r *tunnelRun) takeICMP(now time.Time) bool {
+	t := r.t
+	t.icmpMu.Lock()
+	queued := t.icmp
+	t.icmp = r.icmp[:0]
+	t.icmpMu.Unlock()
+	network := "udp6"
+	if t.target.Addr().Is4() {
+		network = "udp4"
+	}
+	for _, q := range queued {
+		r.icmpError(q.dst, icmpOpError(network, t.conn, q.dst, q.errno), now)
+	}
+	r.icmp = queued[:0]
+	return len(queued) > 0
+}
+
+// icmpError handles an ICMP error (err) about a datagram sent to dst:
+// nothing listens there, or it cannot be reached.
+func (r *tunnelRun) icmpError(dst netip.AddrPort, err error, now time.Time) {
+	if r.waiting != awaitNothing && dst == r.dst {
 		r.missed(now, err)
 		return
 	}
+	t := r.t
+	t.mu.Lock()
+	updateFailed := t.st.State == TunnelEstablished && dst == withoutZone(t.st.Relay)
+	if updateFailed {
+		t.st.Err = err
+	}
+	t.mu.Unlock()
 	// An Update was refused: find out about the relay now rather than at
-	// the next refresh. In other states a retry is already scheduled.
-	r.t.mu.Lock()
-	r.t.st.Err = err
-	r.t.mu.Unlock()
-	if r.state() == TunnelEstablished {
+	// the next refresh. Otherwise the error is about an exchange that has
+	// already failed, and a retry is scheduled.
+	if updateFailed {
 		r.next = now
 	}
+}
+
+func withoutZone(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().WithZone(""), ap.Port())
 }
 
 // refreshJoins re-sends every join with the last Query's MAC.

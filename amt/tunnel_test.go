@@ -205,6 +205,42 @@ func TestTunnelRecoversFromRelayRestart(t *testing.T) {
 	waitUntil(t, "data after the relay came back", func() bool { return tn.Packets(chS, chG) == 2 })
 }
 
+func TestTunnelDataAfterLongRefusal(t *testing.T) {
+	// A relay down for a while refuses hundreds of Discoveries. On Linux
+	// each refusal is an ICMP error queued on the tunnel's socket
+	// (IP_RECVERR) and charged to its receive buffer until read from the
+	// error queue: left there, a few hundred fill the buffer, and once the
+	// relay is back a burst of Data is mostly dropped by the kernel.
+	t.Parallel()
+	r := startResponder(t, "127.0.0.1:0")
+	if err := r.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	// A refusal comes back at once and the next Discovery goes out a
+	// millisecond later: about a thousand refusals a second, what Linux
+	// sends at most (net.ipv4.icmp_msgs_per_sec).
+	opts := amt.TunnelOptions{ReplyTimeout: time.Second, MaxBackoff: time.Millisecond, Refresh: time.Minute}
+	tn, _ := runTunnel(t, r.Addr(), opts, chS, chG)
+	waitRefused(t, tn)
+	time.Sleep(1500 * time.Millisecond)
+
+	if err := r.Restart(); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	waitUntil(t, "the join", func() bool { return hasMembership(r, tunnelGateway(tn, r.Addr()), chS, chG) })
+	const burst = 20
+	for range burst {
+		r.Inject(chS, chG, []byte("x"))
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for tn.Packets(chS, chG) < burst && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := tn.Packets(chS, chG); n != burst {
+		t.Errorf("%d of a burst of %d Data messages arrived after the relay came back", n, burst)
+	}
+}
+
 func TestTunnelCloseLeavesAndTearsDown(t *testing.T) {
 	for _, g := range []bool{false, true} {
 		t.Run(map[bool]string{false: "no G", true: "G"}[g], func(t *testing.T) {
