@@ -10,14 +10,18 @@
 #      against QPS while the file stays put;
 #   2c. canaries: the plugin's CPU and memory with 1,000 relay addresses and 4 canary channels of
 #      1 packet/s on each, against the same relays without canaries;
+#   2d. bgp (bench/bgp.sh): BIRD 2 feeding the plugin over MBGP, in two network namespaces the
+#      section makes and removes: the time and CPU to take 100k and 1M IPv4 multicast routes, and
+#      QPS while 1,000 routes a second flap, against QPS without flaps (root; installs bird2);
 #   3. the Go micro-benchmarks of the root package, revname, table and amt;
 #   4. the key ratios, as the last lines of the output.
 #
 # Usage: bench/run.sh [--only SECTIONS] [--quick] [--profile]
-#   --only      a comma-separated subset of servers,memory,reload,canaries,go (default: all)
+#   --only      a comma-separated subset of servers,memory,reload,canaries,bgp,go (default: all)
 #   --quick     one short round and short Go benchtimes: checks that everything runs, no figures
 #   --profile   also take a CPU profile of whoami and of amtrelay under dnsperf load (adds ~30 s;
-#               BENCH_PROFILE=1 does the same, for `make bench`)
+#               BENCH_PROFILE=1 does the same, for `make bench`), and of the bgp server: its biggest load, and
+#               under dnsperf load with and without flaps
 #
 # Settings (environment):
 #   BENCH_OUT             where builds, inputs, logs and results go (default bench/.run, ignored by git)
@@ -35,9 +39,17 @@
 #   BENCH_RELOAD_INTERVAL the server's sources reload interval (default 1s)
 #   BENCH_CANARY_RELAYS   relay addresses of the canaries section (default 1000)
 #   BENCH_CANARY_SECONDS  CPU measurement per phase of the canaries section (default 60)
+#   BENCH_BGP_LOADS       route counts of the bgp section's whole-table loads, one load each, in
+#                         order (default 100000,100000,100000,1000000; the 100k target takes the median)
+#   BENCH_BGP_LOAD_TIMEOUT seconds a bgp load may take (default 600)
+#   BENCH_BGP_ROUNDS      bgp flap rounds, each a steady and a flapping phase (default 3; 0 skips)
+#   BENCH_BGP_SECONDS     dnsperf run per bgp phase (default 10)
+#   BENCH_BGP_FLAP_RATE   routes changed per second while flapping (default 1000)
+#   BENCH_BGP_FLAP_BASE   IPv4 routes besides the query file's sources and the flapping ones (default 100000)
+#   BENCH_BGP_PORT        DNS port of the bgp server on 127.0.0.1 in its namespace (default 10753)
 #
 # Only loopback addresses are used: servers on 127.0.0.1, relay responders on 127.0.0.10-59 and,
-# for the canaries, on 127.0.4.1 onwards.
+# for the canaries, on 127.0.4.1 onwards. The bgp section's traffic stays in its namespaces.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -60,8 +72,10 @@ METRICS_ADDR=127.0.0.1:19153
 READY_ADDR=127.0.0.1:18181
 PPROF_ADDR=127.0.0.1:16053
 WARMUP_SECONDS=20 # at most: one pass over queries.txt takes 3-10 s
+# shellcheck source=bench/bgp.sh
+source "$ROOT/bench/bgp.sh" # the bgp section: its settings and functions
 
-sections=servers,memory,reload,canaries,go
+sections=servers,memory,reload,canaries,bgp,go
 quick=0
 profile=${BENCH_PROFILE:-0}
 while (($#)); do
@@ -84,25 +98,27 @@ while (($#)); do
 	esac
 	shift
 done
-run_servers=0 run_memory=0 run_reload=0 run_canaries=0 run_go=0
+run_servers=0 run_memory=0 run_reload=0 run_canaries=0 run_bgp=0 run_go=0
 for section in ${sections//,/ }; do
 	case $section in
 	servers) run_servers=1 ;;
 	memory) run_memory=1 ;;
 	reload) run_reload=1 ;;
 	canaries) run_canaries=1 ;;
+	bgp) run_bgp=1 ;;
 	go) run_go=1 ;;
 	*)
-		echo "bench/run.sh: unknown section $section (servers, memory, reload, canaries, go)" >&2
+		echo "bench/run.sh: unknown section $section (servers, memory, reload, canaries, bgp, go)" >&2
 		exit 2
 		;;
 	esac
 done
 # the sections that start cmd/coredns
-run_dns=$((run_servers || run_memory || run_reload || run_canaries))
+run_dns=$((run_servers || run_memory || run_reload || run_canaries || run_bgp))
 if ((quick)); then
 	ROUNDS=1 SECONDS_TP=2 LAT_SECONDS=1 GO_BENCHTIME=1x RELOAD_ROUNDS=1 RELOAD_SECONDS=3
 	CANARY_RELAYS=50 CANARY_SECONDS=5
+	BGP_LOADS=10000 BGP_ROUNDS=1 BGP_SECONDS=3 BGP_FLAP_BASE=10000
 fi
 ((RELOAD_ROUNDS > 0)) || run_reload=0
 
@@ -136,6 +152,7 @@ cleanup() {
 		done
 		kill -KILL "$pid" 2>/dev/null || true
 	done
+	bgp_cleanup
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -167,7 +184,8 @@ if ((run_dns)); then
 	log "generating Corefiles, zones, queries and the memory table in $GEN"
 	rm -rf "$GEN"
 	"$OUT/bin/gen" -out "$GEN" -listen "127.0.0.1:$PORT" -ready "$READY_ADDR" -pprof "$PPROF_ADDR" \
-		-metrics "$METRICS_ADDR" -reload "$RELOAD_INTERVAL" -memory-inline="$memory_inline" || die "bench/gen"
+		-metrics "$METRICS_ADDR" -reload "$RELOAD_INTERVAL" -memory-inline="$memory_inline" \
+		$( ((run_bgp)) && bgp_gen_args) || die "bench/gen"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +448,13 @@ elif ((run_reload)); then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# BGP: bench/bgp.sh
+
+if ((run_bgp)); then
+	bgp_section
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Go benchmarks
 
 # ---------------------------------------------------------------------------------------------
@@ -572,6 +597,7 @@ go_metric() {
 		awk -F'\t' '{ m[$1] = $2 } END { printf "reload loop: server RSS %.0f MB before, %.0f MB after\n", m["rss_start_kb"] / 1024, m["rss_end_kb"] / 1024 }' \
 			"$RESULTS/reload-rss.tsv"
 	fi
+	bgp_summary
 } | tee "$RESULTS/summary.txt"
 
 {
@@ -595,6 +621,7 @@ go_metric() {
 		r=$(per_round_ratio reloading steady 3 "$RESULTS/reload.tsv")
 		printf 'reloading/steady QPS      %6.3f  (>= 0.95, reload %s: %s)\n' "$r" "$RELOAD_INTERVAL" "$(verdict "$r" '>=' 0.95)"
 	fi
+	bgp_ratios
 	if [[ -s $RESULTS/memory.tsv ]]; then
 		r=$(awk -F'\t' '{ m[$1] = $2 } END { printf "%.1f", (m["big_live_mb"] - m["base_live_mb"]) * 1048576 / m["prefixes"] }' "$RESULTS/memory.tsv")
 		printf 'server live heap B/prefix %6.1f  (<= 100: %s)\n' "$r" "$(verdict "$r" '<=' 100)"

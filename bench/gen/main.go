@@ -13,6 +13,7 @@
 //	                   figure, and the same server with a one-line table
 //	Corefile.reload    the memory table's server reading sources-reload.txt every -reload, with
 //	                   metrics, for the reload loop (bench/run.sh makes the file's versions)
+//	Corefile.bgp-*, bird-*.conf   with -bgp-loads, the inputs of the bgp section (bgp.go)
 //
 // Everything is derived from fixed seeds, so two runs query the same names.
 package main
@@ -48,6 +49,7 @@ type options struct {
 	interval     string
 	reload       string // reload interval of Corefile.reload
 	metricsAddr  string // ADDR:PORT of Corefile.reload's metrics endpoint
+	bgp          bgpOptions
 }
 
 func main() {
@@ -66,6 +68,7 @@ func main() {
 	flag.StringVar(&o.interval, "interval", "5s", "health check interval of Corefile.amtrelay")
 	flag.StringVar(&o.reload, "reload", "1s", "reload interval of Corefile.reload")
 	flag.StringVar(&o.metricsAddr, "metrics", "127.0.0.1:19153", "`ADDR:PORT` of Corefile.reload's metrics endpoint")
+	o.bgp.register()
 	flag.Parse()
 	if o.out == "" || o.relays < 3 || o.relays > 200 || o.sources < 1 {
 		flag.Usage()
@@ -171,7 +174,7 @@ func generate(o options) error {
 			return err
 		}
 	}
-	return nil
+	return generateBGP(o, rs)
 }
 
 func writeFile(path string, write func(*bufio.Writer) error) error {
