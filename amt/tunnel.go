@@ -86,6 +86,18 @@ type TunnelOptions struct {
 	// MaxChannels bounds how many channels can be joined at once; default
 	// DefaultMaxChannels.
 	MaxChannels int
+	// QueueData leaves what arrives in the socket while no reply is
+	// awaited: the tunnel then wakes nobody for each Multicast Data
+	// packet, and what is queued is read in batches, at each of Run's
+	// timers, while a reply is awaited and whenever Drain is called.
+	// Packets, LastData and Status count what has been read, so call
+	// Drain before them; LastData is then when a packet was read, not
+	// when it arrived. ICMP errors are still handled as they come. The
+	// receive buffer is enlarged (up to the system's maximum), and the
+	// datagrams the kernel drops for want of room are counted in
+	// TunnelStatus.Dropped. Only on Linux; elsewhere every datagram is
+	// read as it comes and Drain does nothing.
+	QueueData bool
 }
 
 func (o *TunnelOptions) setDefaults() {
@@ -133,6 +145,10 @@ type TunnelStatus struct {
 	Ignored uint64
 	// Bad counts datagrams that did not parse.
 	Bad uint64
+	// Dropped counts the datagrams the kernel dropped because the
+	// socket's receive buffer was full, as reported with the datagrams
+	// read after them (Linux; always 0 elsewhere).
+	Dropped uint64
 }
 
 // Errors reported in TunnelStatus.Err and by Tunnel methods.
@@ -194,8 +210,9 @@ type Tunnel struct {
 
 	// rmu serializes reading the socket and handling what was read: Run
 	// holds it while it runs its timers, the reader (the tunnel poller on
-	// Linux) while it handles what arrived. It guards run and the fields up
-	// to mu, and is taken before mu.
+	// Linux) while it handles what arrived, Drain while it reads what is
+	// queued. It guards run and the fields up to mu, and is taken before
+	// mu.
 	rmu        sync.Mutex
 	run        tunnelRun
 	rclosed    bool     // finished: nothing more is read or handled
@@ -222,7 +239,11 @@ func NewTunnel(target netip.AddrPort, opts TunnelOptions) (*Tunnel, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidTarget, target)
 	}
 	opts.setDefaults()
-	sock, err := openTunnelSocket(addr)
+	readBuffer := 0
+	if opts.QueueData {
+		readBuffer = tunnelReadBuffer
+	}
+	sock, err := openTunnelSocket(addr, readBuffer)
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +361,8 @@ func (t *Tunnel) Leave(s, g netip.Addr) {
 }
 
 // Packets returns how many Multicast Data messages arrived for (s, g)
-// since it was joined; 0 for a channel that is not joined.
+// since it was joined; 0 for a channel that is not joined. With QueueData,
+// only those read so far: see Drain.
 func (t *Tunnel) Packets(s, g netip.Addr) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -351,7 +373,8 @@ func (t *Tunnel) Packets(s, g netip.Addr) uint64 {
 }
 
 // LastData returns when the last Multicast Data message for (s, g)
-// arrived; the zero time if none did or the channel is not joined.
+// arrived (with QueueData: was read); the zero time if none did or the
+// channel is not joined.
 func (t *Tunnel) LastData(s, g netip.Addr) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -414,8 +437,9 @@ func (t *Tunnel) Close() error {
 // Every reply is accepted from any source: relays answer from other local
 // addresses and ports. Run sleeps until its next timer; datagrams are read
 // as they come by a reader (on Linux the package's one goroutine for every
-// tunnel, in batches). Reading and the timers take turns under one lock, so
-// a flood delays a timer by one bounded read at most.
+// tunnel, in batches), or with QueueData, while no reply is awaited, left
+// in the socket (see TunnelOptions). Reading and the timers take turns
+// under one lock, so a flood delays a timer by one bounded read at most.
 func (t *Tunnel) Run(ctx context.Context) error {
 	t.mu.Lock()
 	select {
@@ -443,6 +467,21 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	return err
 }
 
+// Drain reads what is queued on the tunnel's socket and handles it as Run
+// would, so that Packets, LastData and Status count everything that
+// arrived before the call. It is for tunnels with QueueData; on others it
+// finds little or nothing, since they read as datagrams come. Any goroutine
+// may call it, while Run runs or not; it does nothing once the tunnel is
+// closed, and nothing on platforms other than Linux.
+func (t *Tunnel) Drain() {
+	t.rmu.Lock()
+	changed := t.drainLocked(time.Now())
+	t.rmu.Unlock()
+	if changed {
+		t.poke()
+	}
+}
+
 // maxReadErrors bounds how many unexplained read errors in a row Run takes
 // before giving up; a healthy socket never returns any.
 const maxReadErrors = 100
@@ -451,8 +490,19 @@ const maxReadErrors = 100
 // packet and more, and a shorter buffer would truncate silently.
 const maxDatagram = 1<<16 - 1
 
+// tunnelReadBuffer is asked for as SO_RCVBUF with QueueData, where the
+// platform supports it (Linux caps it at net.core.rmem_max and doubles
+// it): data waits there for up to a health check interval or a refresh.
+const tunnelReadBuffer = 1 << 20
+
 // maxSleep bounds one wait, whatever the timers say.
 const maxSleep = time.Minute
+
+// reading reports whether the tunnel reads what arrives as it comes: always
+// without QueueData, and while it awaits a reply (the caller holds rmu).
+func (t *Tunnel) reading() bool {
+	return !t.opts.QueueData || !queueDataSupported || t.run.waiting != awaitNothing
+}
 
 func (t *Tunnel) loop(ctx context.Context) error {
 	r := &t.run
@@ -488,8 +538,8 @@ func (t *Tunnel) loop(ctx context.Context) error {
 		sleep.Reset(time.Until(wake))
 		select {
 		case <-sleep.C:
-			// A timer is due: first take a reply the reader has not
-			// handled yet.
+			// A timer is due: first take what is queued, a late reply or
+			// the data that would leave the coming reply no room.
 			t.rmu.Lock()
 			t.drainLocked(time.Now())
 			t.rmu.Unlock()
@@ -590,7 +640,7 @@ const (
 )
 
 // tunnelRun holds Run's timers, under the Tunnel's rmu: Run's goroutine
-// and the reader touch it. What other methods read lives in Tunnel under mu.
+// and Drain touch it. What other methods read lives in Tunnel under mu.
 type tunnelRun struct {
 	t        *Tunnel
 	waiting  pending

@@ -10,13 +10,18 @@ import (
 	"time"
 )
 
+// queueDataSupported: elsewhere the tunnel's socket is in the runtime's
+// poller and read by a goroutine of its own, as datagrams come, so
+// QueueData is ignored and Drain does nothing.
+const queueDataSupported = false
+
 // tsock is a tunnel's UDP socket (see openSocket).
 type tsock struct {
 	conn *net.UDPConn
 	rc   syscall.RawConn
 }
 
-func openTunnelSocket(addr netip.Addr) (*tsock, error) {
+func openTunnelSocket(addr netip.Addr, _ int) (*tsock, error) {
 	conn, err := openSocket(addr)
 	if err != nil {
 		return nil, err
