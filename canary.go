@@ -115,23 +115,11 @@ func (p *prober) canaryLoop(ctx context.Context, c *check, canaries []*canary) {
 	}
 	t := time.NewTicker(p.hc.interval)
 	defer t.Stop()
-	dropped := st.tunnel.Status().Dropped
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		// The tunnel leaves data in its socket between checks: read it now.
-		st.tunnel.Drain()
-		if d := st.tunnel.Status().Dropped; d > dropped {
-			if dropped == 0 {
-				// Once per tunnel and check: the canaries still pass on what is left, but their
-				// packet counts fall short.
-				log.Warningf("relay %s: the canary tunnel to %s dropped %d datagrams for want of receive buffer; "+
-					"canary_packets_total counts fewer than arrived (net.core.rmem_max)", c.relay.name, st.target, d)
-			}
-			dropped = d
 		}
 		for i, cn := range canaries {
 			n := st.tunnel.Packets(cn.source, cn.group)
@@ -151,16 +139,13 @@ func (p *prober) canaryLoop(ctx context.Context, c *check, canaries []*canary) {
 // interval, so that a relay that lost its gateway state (a restart) carries the canary again within
 // an interval, and it retries a relay that failed or set L after an interval, not after the
 // minutes a gateway would wait: whether the relay takes gateways is the handshake probe's business;
-// the canary's is whether data comes. Data waits in the tunnel's socket until a check reads it: a
-// check needs one packet of each channel per interval, and a thousand tunnels woken for every
-// beacon packet cost more than the rest of the health checks together.
+// the canary's is whether data comes.
 func (p *prober) tunnelOptions() amt.TunnelOptions {
 	return amt.TunnelOptions{
 		ReplyTimeout:  p.hc.timeout,
 		Refresh:       p.hc.interval,
 		MaxBackoff:    p.hc.interval,
 		LimitHoldDown: p.hc.interval,
-		QueueData:     true,
 	}
 }
 

@@ -122,6 +122,49 @@ func TestCanaryFiltersRelays(t *testing.T) {
 	expectAddresses(t, s, "127.0.0.82")
 }
 
+// A canary that stops getting data is down within (fails+1) x interval + timeout of the cut, and one
+// that keeps getting it never fails a check, though the data waits in the tunnel's socket between
+// checks and every check of the instance runs on one ticker.
+func TestCanaryDetectionBound(t *testing.T) {
+	r0 := startResponder(t, "127.0.0.87:0")
+	r1 := startResponder(t, "127.0.0.88:0")
+	b := startBeacon(t, r0, r1)
+	startServer(t, canaryCorefile("serve", r0, r1, ""))
+	const c0, c1 = "canary=198.51.100.0/24,relay=c0", "canary=198.51.100.0/24,relay=c1"
+	// Up, and checked with data: the first check decides at once, the next ones by fails and rises.
+	eventually(t, "both canaries up after a check with data", 5*time.Second, func() (bool, string) {
+		up, n := series(t, "coredns_amtrelay_canary_up"), series(t, "coredns_amtrelay_canary_packets_total")
+		return up[c0] == 1 && up[c1] == 1 && n[c0] > 0 && n[c1] > 0, fmt.Sprint(up, n)
+	})
+	passed := series(t, "coredns_amtrelay_canary_packets_total")[c0]
+
+	// health_check 200ms timeout 100ms fails 2: (2+1) x 200ms + 100ms. The check that straddles
+	// the cut still has data, so detection takes between two and three intervals; the slack, as
+	// e2e's, is for a loaded machine (here running the race detector).
+	const bound, slack = 700 * time.Millisecond, time.Second
+	b.set(r0)
+	cut := time.Now()
+	for series(t, "coredns_amtrelay_canary_up")[c1] != 0 {
+		if time.Since(cut) > bound+slack {
+			t.Fatalf("c1's canary still up %v after its data stopped", time.Since(cut))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(cut)
+	t.Logf("c1's canary down %v after its data stopped (bound %v)", took.Round(time.Millisecond), bound)
+	if took < 150*time.Millisecond {
+		t.Errorf("c1's canary down after %v: a single check without data took it down", took)
+	}
+	// c0 kept its data: up throughout, its packets counted.
+	time.Sleep(3 * 200 * time.Millisecond)
+	if up := series(t, "coredns_amtrelay_canary_up")[c0]; up != 1 {
+		t.Errorf("canary_up{c0} %v, want 1: its data never stopped", up)
+	}
+	if n := series(t, "coredns_amtrelay_canary_packets_total")[c0]; n < passed+10 {
+		t.Errorf("canary_packets_total{c0} went from %v to %v in over a second of a 50ms beacon", passed, n)
+	}
+}
+
 // A relay whose handshake comes back is handed out for the sources under a canary as soon as for
 // the others: its canary failed for want of a tunnel while it was down, and waiting out rises
 // checks for data would answer those sources with fewer relays (or none) while the relay serves.
