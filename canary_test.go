@@ -3,6 +3,7 @@ package amtrelay
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -163,6 +164,59 @@ func TestCanaryDetectionBound(t *testing.T) {
 	if n := series(t, "coredns_amtrelay_canary_packets_total")[c0]; n < passed+10 {
 		t.Errorf("canary_packets_total{c0} went from %v to %v in over a second of a 50ms beacon", passed, n)
 	}
+}
+
+// An instance checks the canaries of all its relays on one goroutine and one ticker, whatever their
+// number: the goroutines that join the channels end once joined, and none is left per relay but its
+// tunnel's. Stopping leaves every channel and ends every tunnel.
+func TestCanarySweepOneGoroutine(t *testing.T) {
+	const relays = 20
+	r := startResponder(t, "127.0.0.93:0")
+	block := "amtrelay in-addr.arpa {\n"
+	names := ""
+	for i := range relays {
+		// One fixture relay, many relay addresses: all but the first refuse, which does not
+		// matter here; what matters is how many goroutines check them.
+		addr := r.Addr()
+		if i > 0 {
+			addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 9, byte(i)}), r.Addr().Port())
+		}
+		block += fmt.Sprintf("relay s%d %s probe %s\n", i, addr.Addr(), addr)
+		names += fmt.Sprintf(" s%d", i)
+	}
+	block += fmt.Sprintf("source 198.51.100.0/24%s\ncanary 198.51.100.0/24 %s %s\nhealth_check 100ms timeout 50ms\n}", names, beaconSource, beaconGroup)
+	a := newTestPlugin(t, block)
+	a.start()
+	count := func(fn string) int {
+		buf := make([]byte, 1<<22)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), fn)
+	}
+	eventually(t, "the channels joined", 5*time.Second, func() (bool, string) {
+		canaryTunnels.Lock()
+		n := len(canaryTunnels.byTarget)
+		canaryTunnels.Unlock()
+		joining := count("amtrelay.(*prober).joinCanaries")
+		return n == relays && joining == 0, fmt.Sprintf("%d tunnels, %d goroutines joining", n, joining)
+	})
+	if n := count("amtrelay.(*prober).canarySweep("); n != 1 {
+		t.Errorf("%d canary sweepers for %d relays, want 1", n, relays)
+	}
+	eventually(t, "the canaries checked", 5*time.Second, func() (bool, string) {
+		_, first := a.health.last(0)
+		_, last := a.health.last(relays - 1)
+		return first[0].result != "" && last[0].result != "", fmt.Sprint(first, last)
+	})
+	a.stop()
+	canaryTunnels.Lock()
+	n := len(canaryTunnels.byTarget)
+	canaryTunnels.Unlock()
+	if n != 0 {
+		t.Errorf("%d canary tunnels left after the instance stopped", n)
+	}
+	eventually(t, "the channel left at the relay", 5*time.Second, func() (bool, string) {
+		m := r.Memberships()
+		return len(m) == 0, fmt.Sprint(m)
+	})
 }
 
 // A relay whose handshake comes back is handed out for the sources under a canary as soon as for
