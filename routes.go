@@ -67,7 +67,10 @@ type learnedRoutes struct {
 }
 
 // start acquires the speaker and follows its routes under ctx; the speaker is released when ctx
-// ends (the last holder's release stops it).
+// ends (the last holder's release stops it). It returns once the speaker's routes of the moment
+// are in the view: start runs in OnStartup, before the instance's servers answer, and an instance
+// that replaces one in a Corefile reload must answer from the routes the speaker kept, not from
+// an empty table until its subscription catches up.
 func (l *learnedRoutes) start(ctx context.Context, wg *sync.WaitGroup) {
 	s, release, err := bgp.Acquire(l.cfg.speaker, log.Infof)
 	if err != nil { // the Corefile's bgp lines were checked when it was parsed
@@ -75,10 +78,14 @@ func (l *learnedRoutes) start(ctx context.Context, wg *sync.WaitGroup) {
 		return
 	}
 	l.speaker.Store(s)
+	first := make(chan struct{}) // closed after the first batch, or when Subscribe returns without one
+	var firstOnce sync.Once
+	firstDone := func() { firstOnce.Do(func() { close(first) }) }
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer release()
+		defer firstDone()
 		var t *table.Table
 		err := s.Subscribe(ctx, func(b bgp.Batch) {
 			changes := l.changes(s, b.Routes)
@@ -90,11 +97,14 @@ func (l *learnedRoutes) start(ctx context.Context, wg *sync.WaitGroup) {
 			if b.Synced {
 				l.synced.Store(true)
 			}
+			firstDone()
 		})
 		if err != nil && ctx.Err() == nil {
 			log.Errorf("BGP speaker stopped under a running instance: %v", err)
 		}
 	}()
+	// Subscribe hands over the whole table at once, without waiting for the network.
+	<-first
 }
 
 // changes turns routes into table changes. Where multicast and unicast routes of one family can

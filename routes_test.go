@@ -6,11 +6,15 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/amtdns/amtrelay/bgp"
 	"github.com/amtdns/amtrelay/bgp/bgptest"
+
+	"github.com/miekg/dns"
 )
 
 // The sessions of these tests: the plugin's speaker (AS 64512) dials the test router (AS 64500)
@@ -263,6 +267,68 @@ func TestBGPSurvivesReload(t *testing.T) {
 		got := addressesOf(t, s, "udp", apexS)
 		return got == "127.0.0.120", got
 	})
+}
+
+// A reload that keeps the bgp lines answers from the routes the speaker kept from its first query
+// on: however soon after the reload a learned source is asked for, it is in the table. (The new
+// instance once started with an empty table and answered NXDOMAIN until its subscription caught
+// up, a few milliseconds.)
+func TestBGPReloadAnswersAtOnce(t *testing.T) {
+	r := bgptest.Start(t, bgptest.Options{})
+	r.Announce(r.Path(bgptest.IPv4Multicast, "198.51.100.0/24"))
+	readyAddr := freePort(t)
+	s := startServer(t, bgpCorefile(readyAddr, r, ""))
+	expectReady(t, readyAddr, 200)
+
+	var (
+		mu     sync.Mutex
+		misses []string
+		stop   atomic.Bool
+		wg     sync.WaitGroup
+		asked  atomic.Int64
+	)
+	miss := func(what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(misses) < 10 {
+			misses = append(misses, what)
+		}
+	}
+	// Queriers that reach each new server as soon as it reads the socket it takes over.
+	addr := s.udp
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &dns.Client{Timeout: 2 * time.Second}
+			for !stop.Load() {
+				q := new(dns.Msg)
+				q.SetQuestion(apexS, dns.TypeA)
+				m, _, err := c.Exchange(q, addr)
+				asked.Add(1)
+				switch {
+				case err != nil:
+					miss("a querier: " + err.Error())
+				case len(m.Answer) != 1:
+					miss(fmt.Sprintf("a querier: %s with %d answers", dns.RcodeToString[m.Rcode], len(m.Answer)))
+				}
+			}
+		}()
+	}
+	const reloads = 40
+	for i := range reloads {
+		s.reload(t, bgpCorefile(readyAddr, r, fmt.Sprintf("\t\tttl %d\n", 60+i%2)))
+		if got := addressesOf(t, s, "udp", apexS); got != "127.0.0.120" {
+			miss(fmt.Sprintf("right after reload %d: %s", i+1, got))
+		}
+		time.Sleep(10 * time.Millisecond) // paced, as reloads are
+	}
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d reloads, %d queries from the queriers", reloads, asked.Load())
+	if len(misses) > 0 {
+		t.Errorf("S missed across reloads that kept the bgp lines (first %d): %s", len(misses), strings.Join(misses, "; "))
+	}
 }
 
 // currentSpeaker is the speaker of the one running instance.

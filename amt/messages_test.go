@@ -140,6 +140,7 @@ func TestQueryFlagsAndGateway(t *testing.T) {
 		{"gateway v4", false, "198.51.100.7:4000", 0x01, "0fa0" + "000000000000000000000000c6336407"},
 		{"limit and gateway v6", true, "[2001:db8::7]:65535", 0x03, "ffff" + "20010db8000000000000000000000007"},
 		{"gateway ::1 stays IPv6", false, "[::1]:1", 0x01, "0001" + "00000000000000000000000000000001"},
+		{"gateway mapped 0/8 stays IPv6", false, "[::ffff:0.48.48.48]:1", 0x01, "0001" + "00000000000000000000ffff00303030"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q := base

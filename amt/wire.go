@@ -231,16 +231,13 @@ func appendGatewayFields(b []byte, gw netip.AddrPort) []byte {
 
 // parseGatewayFields reads what appendGatewayFields writes. IPv4-mapped
 // addresses are read as IPv4 too, in case a relay uses the form every socket
-// API produces. An IPv4-compatible address in 0.0.0.0/8 is taken as IPv6
-// (::, ::1): no gateway can have such an IPv4 address, and the IPv6 loopback
-// must survive.
+// API produces. Either form with an IPv4 address in 0.0.0.0/8 stays IPv6
+// (::, ::1, ::ffff:0.1.2.3): no gateway can have such an IPv4 address, the
+// IPv6 loopback must survive, and what is read must write back unchanged.
 func parseGatewayFields(b []byte) netip.AddrPort {
 	port := binary.BigEndian.Uint16(b[0:2])
 	a := netip.AddrFrom16([16]byte(b[2:18]))
-	if a.Is4In6() {
-		return netip.AddrPortFrom(a.Unmap(), port)
-	}
-	if [12]byte(b[2:14]) == ([12]byte{}) && b[14] != 0 {
+	if b[14] != 0 && (a.Is4In6() || [12]byte(b[2:14]) == ([12]byte{})) {
 		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[14:18])), port)
 	}
 	return netip.AddrPortFrom(a, port)

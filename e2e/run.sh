@@ -6,7 +6,9 @@
 # with the root and arpa servers, net1 (the source's network: relays, reverse
 # zone, AMT DNS), net2 (relays and AMT DNS nearer the user, announced by
 # contrib/amt-route-control.sh only while ready) and net8 (Unbound + client),
-# eBGP with BIRD 2 between them. See e2e/topology.sh for the picture.
+# eBGP with BIRD 2 between them, unicast and the multicast RIB (MBGP), which
+# net2's BIRD hands over iBGP to the plugin's BGP speaker in step "bgp". See
+# e2e/topology.sh for the picture.
 #
 # Usage (root; `make e2e` runs it without arguments):
 #   bash e2e/run.sh                     all steps
@@ -17,7 +19,7 @@
 #   bash e2e/run.sh --no-install        do not apt-get anything, fail if a tool is missing
 #   E2E_PREBUILT=DIR bash e2e/run.sh    use the programs already built in DIR instead of building
 # Steps: topology direct unbound failover recovery reload table all_down handshake canary
-# gateway restart dnssec. "topology"
+# gateway restart dnssec bgp. "topology"
 # (build the network, start every server, wait for convergence) always runs;
 # each other step first brings the network to the state it needs, so any one
 # can run alone.
@@ -37,7 +39,7 @@ set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 P=amte2e # namespace prefix
-ALL_STEPS=(topology direct unbound failover recovery reload table all_down handshake canary gateway restart dnssec)
+ALL_STEPS=(topology direct unbound failover recovery reload table all_down handshake canary gateway restart dnssec bgp)
 DEADLINE=${E2E_DEADLINE:-270}
 
 only="" keep=0 install=1

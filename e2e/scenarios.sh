@@ -51,6 +51,7 @@ wait_user_amtrelay_n1() {
 # Every scenario starts from a known state so that --only works for each.
 wait_baseline() { # all relays up, net2 announced and reaching S, the user sees net2's relays
 	restore_peer_keys
+	bgp_restore || return 1
 	if ! grep -q '^198\.51\.100\.0/24 ' "$WORK/conf/n2.sources"; then
 		n2_sources with_s >"$WORK/conf/n2.sources.new" && mv "$WORK/conf/n2.sources.new" "$WORK/conf/n2.sources"
 	fi
@@ -163,7 +164,7 @@ step_direct() {
 	expect_negative "NODATA+SOA for a source in no table (amt.$(rev4 $S_UNKNOWN)), the signed apex exists" NOERROR "amt.$(rev4 $S_UNKNOWN)"
 	# Only class IN is amtrelay's: net2 has forward, so CoreDNS lets CH through, and it goes to
 	# net1 (which refuses it), never to an answer of amtrelay's IN records.
-	dq n8 "@$srv" -c CH "$AMT_NAME" A
+	dq n8 "@$srv" "$AMT_NAME" CH A
 	if ! q_has_flag aa && [ -z "$(q_rrs ANSWER A)" ]; then ok "CH query at $AMT_NAME handed on, not answered by amtrelay ($(q_status))"
 	else bad "CH query at $AMT_NAME: got $(q_status) flags [$(q_flags)] answer [$(q_section ANSWER | tr '\n' '|')]"; fi
 	# bufsize 1232 caps UDP answers, whatever the query's EDNS buffer.
@@ -794,5 +795,232 @@ step_dnssec() {
 	wait_for "net1's DNSKEY RRset with net2's key again" 5 0.2 eval '[ "$(dnskey_count $N1_DNS)" = 2 ]' || bad "$WAIT_ERR"
 	unbound_ctl flush_zone "$AMT_NAME" >/dev/null
 	unbound_ctl flush_bogus >/dev/null
+	[ -z "$STEP_FAILED" ]
+}
+
+# ---------------------------------------------------------------- 14. bgp
+# Connectivity learned over BGP, with BIRD: net1 originates S's prefix in its
+# multicast RIB (mcast4), MBGP (ipv4 multicast channels) carries it through ix
+# to net2, and net2's BIRD gives it over iBGP to the plugin's speaker. In the
+# "bgp" Corefile variant net2's sources file does not list S: only BGP can put
+# S in net2's table, and without it S's names are handed on to net1.
+
+# bgp_session: coredns_amtrelay_bgp_session_up of net2's neighbor (empty if no such series).
+bgp_session() { metric_value n2 coredns_amtrelay_bgp_session_up "neighbor=\"$N2_BGP_ROUTER\""; }
+# bgp_prefixes FAMILY: coredns_amtrelay_bgp_prefixes of net2's neighbor in FAMILY (empty if none).
+bgp_prefixes() { metric_value n2 coredns_amtrelay_bgp_prefixes "neighbor=\"$N2_BGP_ROUTER\"" "family=\"$1\""; }
+# amtdns_proto: "STATE SINCE INFO" of net2's BIRD protocol towards CoreDNS, as birdc shows it.
+amtdns_proto() { birdc_ n2 show protocols amtdns 2>/dev/null | awk '$1 == "amtdns" { print $4, $5, $6 }'; }
+# explain_n2 NAME: the plugin's explanation for NAME (net2 has explain in the bgp variants, from 127.0.0.1).
+explain_n2() { nsx n2 dig +tries=1 +timeout=2 +short @127.0.0.1 -c CH -t TXT -q "$1" 2>&1; }
+# n2_s_local: net2's A answer for S, asked inside net2 (needs no route, so also while net2's BIRD is down).
+n2_s_local() { short_set n2 "$N2_DNS" "$AMT_NAME" A; }
+
+# bgp_restore: the state every other step expects, whatever state a failed bgp step left: net2's
+# BIRD running with its sessions up, S in net1's multicast RIB, net2's Corefile without bgp.
+bgp_restore() {
+	if ! running bird-n2; then
+		start_bird_on n2
+		wait_for "BGP sessions at ix after restarting net2's BIRD" 20 0.2 bgp_established || { bad "$WAIT_ERR"; return 1; }
+	fi
+	if [ "${BGP_S_WITHDRAWN:-0}" = 1 ]; then
+		birdc_ n1 enable mcast_s >/dev/null || { bad "birdc enable mcast_s in net1 failed"; return 1; }
+		BGP_S_WITHDRAWN=0
+	fi
+	if grep -q '^# net2 (bgp' "$WORK/conf/Corefile.n2"; then
+		n2_apply_corefile base || { bad "$WAIT_ERR"; return 1; }
+	fi
+	return 0
+}
+
+# bgp_watch WANT LIMIT_S: from T0 (ms), ask net2's unicast address (from net8) and the user's
+# resolver in turn for S's A records until both answer WANT. T_DIRECT and T_USER get the times of
+# the first such replies (ms after T0, empty if none within LIMIT_S), SEEN_D and SEEN_U what each
+# answered on the way, with the time each answer first came. The resolver's cache of the name is
+# flushed before each of its lookups: what is measured is when the answers that reach the user
+# change; how long a resolver keeps an old one is the ttl's business (and Unbound's clock, which
+# counts TTLs in whole seconds, can keep a 2 s record for up to 3 s).
+bgp_watch() {
+	local want=$1 limit=$(($2 * 1000)) i t a last_d="" last_u=""
+	T_DIRECT="" T_USER="" SEEN_D="" SEEN_U=""
+	for ((i = 0; i < 600; i++)); do
+		if [ -z "$T_DIRECT" ]; then
+			a=$(short_set n8 "$N2_DNS" "$AMT_NAME" A)
+			t=$(($(now_ms) - T0))
+			[ "$a" != "$last_d" ] && SEEN_D+=" $(fmt_ms "$t"):[$a]" && last_d=$a
+			[ "$a" = "$want" ] && T_DIRECT=$t
+		fi
+		if [ -z "$T_USER" ]; then
+			unbound_ctl flush "$AMT_NAME" >/dev/null
+			a=$(user_a)
+			t=$(($(now_ms) - T0))
+			[ "$a" != "$last_u" ] && SEEN_U+=" $(fmt_ms "$t"):[$a]" && last_u=$a
+			[ "$a" = "$want" ] && T_USER=$t
+		fi
+		[ -n "$T_DIRECT" ] && [ -n "$T_USER" ] && return 0
+		[ "$t" -lt "$limit" ] || return 1
+		nap 0.05
+	done
+	return 1
+}
+
+# bgp_judge WHAT: ok/bad for the times bgp_watch measured, against 1 s at net2 and at the user.
+bgp_judge() {
+	note "$1 at t=0; net2 answered (from net8):$SEEN_D"
+	note "the user through Unbound (its cache of the name flushed before each lookup):$SEEN_U"
+	if [ -z "$T_DIRECT" ]; then bad "$1: net2's answer for S did not change (last:${SEEN_D##* })"
+	else
+		say "    $1 -> net2's answer for S changes: $(fmt_ms "$T_DIRECT") (limit 1 s)"
+		[ "$T_DIRECT" -le 1000 ] && ok "$1: net2's answer followed within 1 s" || bad "$1: net2's answer changed after $(fmt_ms "$T_DIRECT") > 1 s"
+	fi
+	if [ -z "$T_USER" ]; then bad "$1: the user's answer for S did not change (last:${SEEN_U##* })"
+	else
+		say "    $1 -> the user's answer through Unbound changes: $(fmt_ms "$T_USER") (limit 1 s, cache flushed)"
+		[ "$T_USER" -le 1000 ] && ok "$1: the user's answer followed within 1 s, validated" || bad "$1: the user's answer changed after $(fmt_ms "$T_USER") > 1 s"
+	fi
+	[[ $SEEN_U != *"<SERVFAIL"* && $SEEN_U != *"<not-validated"* ]] || bad "$1: an answer on the way did not validate:$SEEN_U"
+}
+
+step_bgp() {
+	bgp_scenario
+	local rc=$?
+	bgp_restore || rc=1
+	[ "$rc" = 0 ] && ok "net2 back on its base Corefile (sources file with S, no bgp)"
+	return $rc
+}
+
+bgp_scenario() {
+	wait_baseline || return 1
+	local out t t0 since since2 u
+	# The multicast RIB along the chain, as BIRD sees it at net2.
+	out=$(birdc_ n2 show route 198.51.100.0/24 table mcast4 all 2>/dev/null)
+	[[ $out == *"BGP.as_path: 64500 64501"* ]] && ok "net2's BIRD: 198.51.100.0/24 in mcast4, from net1 over MBGP through ix (AS path 64500 64501)" ||
+		bad "net2's BIRD has no 198.51.100.0/24 in mcast4 from AS 64501: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+	out=$(birdc_ n2 show route "$UCAST_PREFIX" table master4 2>/dev/null)
+	[[ $out == *"$UCAST_PREFIX"* ]] && ok "net2's BIRD: $UCAST_PREFIX in the unicast table (net1's unicast-only prefix)" || bad "net2's BIRD has no $UCAST_PREFIX in master4"
+	out=$(birdc_ n2 show route "$UCAST_PREFIX" table mcast4 2>/dev/null)
+	[[ $out != *"$UCAST_PREFIX"* ]] && ok "... and not in mcast4" || bad "$UCAST_PREFIX is in net2's mcast4: $out"
+
+	# The bgp variant: the new speaker, passive, is dialled by BIRD within a second.
+	t0=$(now_ms)
+	n2_apply_corefile bgp || { bad "$WAIT_ERR"; return 1; }
+	wait_for "net2's speaker and BIRD established" 15 0.2 eval '[ "$(bgp_session)" = 1 ] && [[ "$(amtdns_proto)" == *Established* ]]' ||
+		{ bad "$WAIT_ERR (session_up [$(bgp_session)], BIRD: $(amtdns_proto))"; return 1; }
+	t=$(log_ms dns-n2 "$t0" "plugin/amtrelay: bgp: neighbor $N2_BGP_ROUTER AS ${ASN[n2]}: established")
+	ok "net2 on the bgp variant: session with its BIRD established ${t:+$(fmt_ms "$t") after the Corefile was written}; bgp_session_up 1"
+	wait_for "net2 ready and announced" 15 0.2 eval 'is_ready n2 && [ "$(anycast_via)" = n2 ]' || { bad "$WAIT_ERR"; return 1; }
+	t=$(log_ms route-control "$t0" "withdrew $ANYCAST/32")
+	[ -z "$t" ] || note "route-control withdrew net2's anycast $(fmt_ms "$t") after the Corefile was written (not ready until End-of-RIB), and announced it again"
+	wait_for "the user seeing net2's relays, S from BGP" 15 0.2 eval '[ "$(user_a)" = "$N2_SET" ]' || { bad "$WAIT_ERR (last: $(user_a))"; return 1; }
+	ok "the user gets net2's relays for S ($N2_SET), validated: S is in no file of net2's"
+	out=$(explain_n2 "$AMT_NAME")
+	grep -qF "\"table: 198.51.100.0/24 from BGP neighbor $N2_BGP_ROUTER, ipv4-multicast\"" <<<"$out" &&
+		ok "explain: \"table: 198.51.100.0/24 from BGP neighbor $N2_BGP_ROUTER, ipv4-multicast\"" ||
+		bad "explain for $AMT_NAME does not name the BGP route: $(tr '\n' ' ' <<<"$out")"
+
+	# The unicast-only prefix: BIRD offers the unicast family, the plugin does not take it.
+	t=$(bgp_prefixes ipv4-multicast) u=$(bgp_prefixes ipv4-unicast)
+	if { [ -z "$u" ] || [ "$u" = 0 ]; } && [ -n "$t" ] && awk -v v="$t" 'BEGIN { exit !(v > 0) }'; then
+		ok "bgp_prefixes{family=\"ipv4-multicast\"} $t, {family=\"ipv4-unicast\"} ${u:-absent}"
+	else
+		bad "bgp_prefixes: ipv4-multicast [$t], want > 0; ipv4-unicast [$u], want absent or 0"
+	fi
+	out=$(birdc_ n2 show protocols all amtdns 2>/dev/null | awk '/^  Channel ipv4$/ { f = 1; next } /^  Channel / { f = 0 } f && $1 == "State:" { print $2 }')
+	[ "$out" = DOWN ] && ok "BIRD offered ipv4 unicast to the speaker; the channel is DOWN (not negotiated)" ||
+		bad "BIRD's ipv4 unicast channel towards the speaker is [$out], want DOWN"
+	local ucast_name
+	ucast_name="amt.$(rev4 "$S_UCAST")"
+	out=$(short_set n8 "$N2_DNS" "$ucast_name" A)
+	[[ $out == "<"* && $out != *"${N2_RELAYS_V4[0]}"* ]] && ok "net2, $ucast_name A: $out (handed on to net1, which has no entry either)" ||
+		bad "net2 answers $ucast_name A with [$out]; want no records"
+	out=$(explain_n2 "$ucast_name")
+	grep -qF "\"table: no entry holds $S_UCAST: handed to the next plugin\"" <<<"$out" &&
+		ok "explain: \"table: no entry holds $S_UCAST: handed to the next plugin\"" ||
+		bad "explain for $ucast_name: $(tr '\n' ' ' <<<"$out")"
+
+	# net1 withdraws S's multicast route...
+	T0=$(now_ms)
+	birdc_ n1 disable mcast_s >/dev/null || { bad "birdc disable mcast_s"; return 1; }
+	BGP_S_WITHDRAWN=1
+	bgp_watch "$N1_SET" 10
+	bgp_judge "net1 withdraws S's multicast route"
+	wait_for "bgp_prefixes ipv4-multicast 0" 5 0.2 eval '[ "$(bgp_prefixes ipv4-multicast)" = 0 ]' &&
+		ok "bgp_prefixes{family=\"ipv4-multicast\"} 0; S handed on to net1 ($N1_SET); net2 stays ready: $(ready_code n2)" || bad "$WAIT_ERR ([$(bgp_prefixes ipv4-multicast)])"
+
+	# ... and announces it again.
+	T0=$(now_ms)
+	birdc_ n1 enable mcast_s >/dev/null || { bad "birdc enable mcast_s"; return 1; }
+	BGP_S_WITHDRAWN=0
+	bgp_watch "$N2_SET" 10
+	bgp_judge "net1 announces S's multicast route again"
+
+	# A reload that keeps the bgp lines keeps the session: BIRD's "since" stays, the plugin logs
+	# no session change, and S's answer never falters.
+	since=$(amtdns_proto)
+	local before_serial after="" seen="" a t_applied="" i
+	before_serial=$(n2_serial)
+	t0=$(now_ms)
+	n2_corefile bgp_reloaded >"$WORK/conf/Corefile.n2.new" && mv "$WORK/conf/Corefile.n2.new" "$WORK/conf/Corefile.n2"
+	local n=0 off=0
+	for ((i = 0; i < 300; i++)); do
+		a=$(short_set n8 "$N2_DNS" "$AMT_NAME" A)
+		t=$(($(now_ms) - t0))
+		n=$((n + 1))
+		[ "$a" = "$N2_SET" ] || { off=$((off + 1)); seen+=" $(fmt_ms "$t"):[$a]"; }
+		if [ -z "$t_applied" ]; then
+			after=$(n2_serial)
+			[ -n "$after" ] && [ "$after" != "$before_serial" ] && t_applied=$(($(now_ms) - t0))
+		fi
+		[ -n "$t_applied" ] && [ "$t" -ge $((t_applied + 1000)) ] && break
+		[ "$t" -lt 15000 ] || break
+		nap 0.05
+	done
+	if [ -z "$t_applied" ]; then
+		bad "net2 did not load the bgp_reloaded Corefile within 15 s (serial $before_serial)"
+	else
+		ok "net2 reloaded its Corefile (bgp lines unchanged, r2b precedence 20 -> 5) after $(fmt_ms "$t_applied")"
+	fi
+	dq n8 "@$N2_DNS" "$AMT_NAME" AMTRELAY
+	expect_answer "after the reload, S's AMTRELAY from BGP shows r2b at precedence 5" NOERROR AMTRELAY "$(n2_expected_presentation 5)"
+	[ "$off" = 0 ] && ok "$n queries for S across the reload, every one answered $N2_SET" ||
+		bad "$off of $n queries for S across the reload were not net2's relays:$seen"
+	since2=$(amtdns_proto)
+	[ "$since2" = "$since" ] && [[ $since == *Established* ]] && ok "BIRD's session to CoreDNS unchanged by the reload: $since" ||
+		bad "BIRD's session to CoreDNS: before the reload [$since], after [$since2]"
+	out=$(awk -v t0="$t0" 'int($1 * 1000) >= t0 && /plugin\/amtrelay: bgp: neighbor .*(established|session down)/' "$WORK/log/dns-n2.log")
+	[ -z "$out" ] && ok "the plugin logged no session change across the reload" || bad "session change logged across the reload: $(tr '\n' ' ' <<<"$out")"
+	[ "$(bgp_session)" = 1 ] && ok "bgp_session_up 1 after the reload" || bad "bgp_session_up [$(bgp_session)] after the reload"
+
+	# net2's BIRD dies: the session drops, its routes go. net2's BIRD also carries net2's
+	# announcements, the anycast's included, so ask net2 from inside.
+	local pid=${PIDS[bird-n2]} t_down t_answer="" t_up
+	[ "$(n2_s_local)" = "$N2_SET" ] || bad "before BIRD's death: net2 answers $(n2_s_local) for S"
+	t0=$(now_ms)
+	kill -KILL "$pid"
+	# Reaped at once, and quietly: bash would otherwise report the killed job.
+	{ wait "$pid"; } 2>/dev/null
+	unset "PIDS[bird-n2]"
+	wait_for "net2's answer for S to change" 5 0.02 eval '[ "$(n2_s_local)" != "$N2_SET" ]' && t_answer=$(($(now_ms) - t0))
+	t_down=$(log_ms dns-n2 "$t0" "plugin/amtrelay: bgp: neighbor $N2_BGP_ROUTER AS ${ASN[n2]}: session down")
+	a=$(n2_s_local)
+	note "SIGKILL to net2's BIRD at t=0: the plugin logged the session down ${t_down:+at $(fmt_ms "$t_down")}, net2's answer for S changed ${t_answer:+at $(fmt_ms "$t_answer")} to [$a]"
+	if [ -z "$t_answer" ]; then bad "net2's answer for S still [$(n2_s_local)] 5 s after BIRD died"
+	else
+		say "    BIRD killed -> net2's answer for S changes: $(fmt_ms "$t_answer") (limit 1 s: routes go with the session, at once)"
+		[ "$t_answer" -le 1000 ] && ok "BIRD's routes left net2's table with the session" || bad "net2's answer changed after $(fmt_ms "$t_answer") > 1 s"
+	fi
+	[ "$a" = "$N1_SET" ] && ok "S handed on to net1 again: $a" || bad "net2's answer for S with BIRD dead: [$a], want net1's $N1_SET"
+	wait_for "bgp_session_up 0" 5 0.2 eval '[ "$(bgp_session)" = 0 ]' && ok "bgp_session_up 0, bgp_prefixes{family=\"ipv4-multicast\"} $(bgp_prefixes ipv4-multicast)" || bad "$WAIT_ERR ([$(bgp_session)])"
+	[ "$(ready_code n2)" = 200 ] && ok "net2 stays ready: a session lost after the first End-of-RIB does not unready it" || bad "net2 /ready $(ready_code n2) with its BIRD dead"
+	t0=$(now_ms)
+	start_bird_on n2
+	if wait_for "the session back and S in net2's table" 20 0.1 eval '[ "$(n2_s_local)" = "$N2_SET" ]'; then
+		t_up=$(log_ms dns-n2 "$t0" "plugin/amtrelay: bgp: neighbor $N2_BGP_ROUTER AS ${ASN[n2]}: established")
+		ok "BIRD restarted: session established ${t_up:+after $(fmt_ms "$t_up")}, S answered with net2's relays again after $(fmt_ms "$WAITED_MS")"
+	else
+		bad "$WAIT_ERR (got $(n2_s_local), BIRD: $(amtdns_proto))"
+	fi
+	wait_for "bgp_session_up 1" 5 0.2 eval '[ "$(bgp_session)" = 1 ]' && ok "bgp_session_up 1" || bad "$WAIT_ERR"
+	wait_for "BGP sessions at ix" 20 0.2 bgp_established || bad "$WAIT_ERR"
 	[ -z "$STEP_FAILED" ]
 }
