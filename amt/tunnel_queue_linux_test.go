@@ -97,3 +97,30 @@ func TestTunnelQueueDataRefusedUpdate(t *testing.T) {
 	waitUntil(t, "a Request after the refusal", func() bool { return tn.Status().Requests > requests })
 	waitUntil(t, "the refusal", func() bool { return errors.Is(tn.Status().Err, syscall.ECONNREFUSED) })
 }
+
+// When queued Data fills the receive buffer, the kernel drops the ICMP
+// error's queue entry but still reports the refusal on the next read: the
+// tunnel must still ask for a Query at once.
+func TestTunnelQueueDataRefusedUpdateFullBuffer(t *testing.T) {
+	r := startResponder(t, "127.0.0.1:0")
+	opts := amt.TunnelOptions{Refresh: time.Minute, ReplyTimeout: 5 * time.Second, QueueData: true}
+	tn, _ := runTunnel(t, r.Addr(), opts, chS, chG)
+	waitState(t, tn, amt.TunnelEstablished)
+	waitUntil(t, "the join", func() bool { return hasMembership(r, tunnelGateway(tn, r.Addr()), chS, chG) })
+	if err := tn.SetReadBuffer(1); err != nil {
+		t.Fatalf("SetReadBuffer: %v", err)
+	}
+	payload := bytes.Repeat([]byte("x"), 1000)
+	for range 20 {
+		r.Inject(chS, chG, payload)
+	}
+	requests := tn.Status().Requests
+	if err := r.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := tn.Join(chS2, chG2); err != nil { // an Update to a closed port
+		t.Fatalf("Join: %v", err)
+	}
+	waitUntil(t, "the refusal", func() bool { tn.Drain(); return errors.Is(tn.Status().Err, syscall.ECONNREFUSED) })
+	waitUntil(t, "a Request after the refusal", func() bool { return tn.Status().Requests > requests })
+}

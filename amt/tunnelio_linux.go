@@ -462,13 +462,13 @@ func (t *Tunnel) armLocked() {
 }
 
 // drainLocked reads and handles what is queued, without waiting (the
-// caller holds rmu). It reports whether that changed the reply Run awaits
-// or failed the socket for good.
+// caller holds rmu). It reports whether Run must look again: the reply it
+// awaits changed, the socket failed for good, or a refusal came.
 func (t *Tunnel) drainLocked(now time.Time) bool {
 	if t.rclosed {
 		return false
 	}
-	awaited, failed := t.run.waiting, t.readErr != nil
+	awaited, failed, refused := t.run.waiting, t.readErr != nil, false
 	b := batchPool.Get().(*batch)
 	defer batchPool.Put(b)
 	for range maxDrainBatches {
@@ -485,8 +485,11 @@ func (t *Tunnel) drainLocked(now time.Time) bool {
 			err := os.NewSyscallError("recvmmsg", b.errno)
 			if b.errno == syscall.ECONNREFUSED {
 				// A refusal without its entry (the queue was full): about
-				// what was sent last.
+				// what was sent last. Run must look at its timers again,
+				// since the refusal can move its next send to now.
 				t.run.icmpError(t.run.dst, icmpOpError(t.sock.network(), t.LocalAddr(), t.run.dst, b.errno), now)
+				t.readErrors = 0
+				refused = true
 				continue
 			}
 			t.readFailed(err)
@@ -498,7 +501,7 @@ func (t *Tunnel) drainLocked(now time.Time) bool {
 			break // the queue was empty
 		}
 	}
-	return t.run.waiting != awaited || (t.readErr != nil) != failed
+	return t.run.waiting != awaited || (t.readErr != nil) != failed || refused
 }
 
 // handleBatch hands every datagram of b to Run's state (the caller holds
