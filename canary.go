@@ -104,9 +104,11 @@ type canaryJoin struct {
 // canarySweep checks the canaries of every check every interval: each check's relay address carries
 // a tunnel on which every canary channel is joined, and a canary passes an interval in which at least
 // one data packet of its channel arrived. One ticker serves all the checks of the instance, so a
-// thousand relays wake the process once an interval for their canaries, not a thousand times; each
-// check still covers exactly one interval. The first check after a join covers at least nine tenths
-// of one: the joins of the first round come a little after the ticker starts.
+// thousand relays wake the process once an interval for their canaries, not a thousand times; no
+// check covers more than one interval. The first check after a join covers at least nine tenths of
+// one (the joins of the first round come a little after the ticker starts); a join later than that
+// starts its first interval at the next tick instead, or its first check would count data from
+// up to two intervals back.
 // The tunnels are acquired on a goroutine per check, since a probe name is looked up first.
 func (p *prober) canarySweep(ctx context.Context) {
 	joined := make(chan *canaryJoin, len(p.checks))
@@ -143,9 +145,7 @@ func (p *prober) canarySweep(ctx context.Context) {
 			active = append(active, j)
 		case now := <-t.C:
 			for _, j := range active {
-				if now.Sub(j.since) >= p.hc.interval*9/10 {
-					p.checkCanaries(j)
-				}
+				p.checkCanaries(j, now.Sub(j.since) >= p.hc.interval*9/10)
 			}
 		}
 	}
@@ -185,9 +185,9 @@ func (p *prober) leaveCanaries(j *canaryJoin) {
 	j.st.release()
 }
 
-// checkCanaries reports, for each canary of the check, whether data of its channel came in the
-// interval since the last check.
-func (p *prober) checkCanaries(j *canaryJoin) {
+// checkCanaries counts, for each canary of the check, the data of its channel since the last check
+// and, when that covered an interval (judge), reports whether any came.
+func (p *prober) checkCanaries(j *canaryJoin, judge bool) {
 	c, tunnel := j.c, j.st.tunnel
 	// The tunnel leaves data in its socket between checks: read it now.
 	tunnel.Drain()
@@ -205,6 +205,9 @@ func (p *prober) checkCanaries(j *canaryJoin) {
 		got := n - j.last[i]
 		j.last[i] = n
 		canaryPackets.WithLabelValues(c.relay.name, cn.text).Add(float64(got))
+		if !judge {
+			continue
+		}
 		result := fmt.Sprintf("%d packets", got)
 		if got == 0 {
 			result = "no data (tunnel " + tunnel.Status().State.String() + ")"
