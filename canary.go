@@ -92,46 +92,127 @@ func (st *sharedTunnel) release() {
 	}
 }
 
-// canaryLoop checks the canaries of one check every interval: the check's relay address carries a
-// tunnel on which every canary channel is joined, and a canary passes an interval in which at least
-// one data packet of its channel arrived.
-func (p *prober) canaryLoop(ctx context.Context, c *check, canaries []*canary) {
-	st := p.canaryTunnel(ctx, c)
-	if st == nil {
-		return // stopping
-	}
-	defer st.release()
-	for _, cn := range canaries {
-		if err := st.join(cn.source, cn.group); err != nil {
-			log.Errorf("relay %s canary %s: %v", c.relay.name, cn.text, err)
-			return
-		}
-		defer st.leave(cn.source, cn.group)
-	}
+// canaryJoin is one check's canaries once its tunnel carries them.
+type canaryJoin struct {
+	c       *check
+	st      *sharedTunnel
+	since   time.Time // when the channels were joined
+	last    []uint64  // packets counted at the last check, by canary
+	dropped uint64    // the tunnel's drops at the last check
+}
 
-	last := make([]uint64, len(canaries))
-	for i, cn := range canaries {
-		last[i] = st.tunnel.Packets(cn.source, cn.group)
+// canarySweep checks the canaries of every check every interval: each check's relay address carries
+// a tunnel on which every canary channel is joined, and a canary passes an interval in which at least
+// one data packet of its channel arrived. One ticker serves all the checks of the instance, so a
+// thousand relays wake the process once an interval for their canaries, not a thousand times; no
+// check covers more than one interval. The first check after a join covers at least nine tenths of
+// one (the joins of the first round come a little after the ticker starts); a join later than that
+// starts its first interval at the next tick instead, or its first check would count data from
+// up to two intervals back.
+// The tunnels are acquired on a goroutine per check, since a probe name is looked up first.
+func (p *prober) canarySweep(ctx context.Context) {
+	joined := make(chan *canaryJoin, len(p.checks))
+	var joining sync.WaitGroup
+	for _, c := range p.checks {
+		joining.Go(func() {
+			if j := p.joinCanaries(ctx, c); j != nil {
+				joined <- j
+			}
+		})
 	}
+	var active []*canaryJoin
+	defer func() {
+		joining.Wait()
+		close(joined)
+		for j := range joined {
+			active = append(active, j)
+		}
+		// Leaving waits for each tunnel that no other instance holds to finish: in parallel.
+		var leaving sync.WaitGroup
+		for _, j := range active {
+			leaving.Go(func() { p.leaveCanaries(j) })
+		}
+		leaving.Wait()
+	}()
+
 	t := time.NewTicker(p.hc.interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		}
-		for i, cn := range canaries {
-			n := st.tunnel.Packets(cn.source, cn.group)
-			got := n - last[i]
-			last[i] = n
-			canaryPackets.WithLabelValues(c.relay.name, cn.text).Add(float64(got))
-			result := fmt.Sprintf("%d packets", got)
-			if got == 0 {
-				result = "no data (tunnel " + st.tunnel.Status().State.String() + ")"
+		case j := <-joined:
+			active = append(active, j)
+		case now := <-t.C:
+			for _, j := range active {
+				p.checkCanaries(j, now.Sub(j.since) >= p.hc.interval*9/10)
 			}
-			p.health.observeCanary(c.ids, cn.index, outcome{ok: got > 0, result: result})
 		}
+	}
+}
+
+// joinCanaries acquires the check's tunnel and joins every canary channel on it. It returns nil when
+// ctx ends first, or when a channel cannot be joined (logged; the canaries are not checked).
+func (p *prober) joinCanaries(ctx context.Context, c *check) *canaryJoin {
+	st := p.canaryTunnel(ctx, c)
+	if st == nil {
+		return nil // stopping
+	}
+	for i, cn := range p.canaries {
+		if err := st.join(cn.source, cn.group); err != nil {
+			log.Errorf("relay %s canary %s: %v", c.relay.name, cn.text, err)
+			for _, joined := range p.canaries[:i] {
+				st.leave(joined.source, joined.group)
+			}
+			st.release()
+			return nil
+		}
+	}
+	// What arrived before the joins is not the first interval's.
+	st.tunnel.Drain()
+	j := &canaryJoin{c: c, st: st, since: time.Now(), last: make([]uint64, len(p.canaries)), dropped: st.tunnel.Status().Dropped}
+	for i, cn := range p.canaries {
+		j.last[i] = st.tunnel.Packets(cn.source, cn.group)
+	}
+	return j
+}
+
+// leaveCanaries leaves the check's canary channels and lets go of its tunnel.
+func (p *prober) leaveCanaries(j *canaryJoin) {
+	for _, cn := range p.canaries {
+		j.st.leave(cn.source, cn.group)
+	}
+	j.st.release()
+}
+
+// checkCanaries counts, for each canary of the check, the data of its channel since the last check
+// and, when that covered an interval (judge), reports whether any came.
+func (p *prober) checkCanaries(j *canaryJoin, judge bool) {
+	c, tunnel := j.c, j.st.tunnel
+	// The tunnel leaves data in its socket between checks: read it now.
+	tunnel.Drain()
+	if d := tunnel.Status().Dropped; d > j.dropped {
+		if j.dropped == 0 {
+			// Once per tunnel and instance: the canaries still pass on what is left, but their
+			// packet counts fall short.
+			log.Warningf("relay %s: the canary tunnel to %s dropped %d datagrams for want of receive buffer; "+
+				"canary_packets_total counts fewer than arrived (net.core.rmem_max)", c.relay.name, j.st.target, d)
+		}
+		j.dropped = d
+	}
+	for i, cn := range p.canaries {
+		n := tunnel.Packets(cn.source, cn.group)
+		got := n - j.last[i]
+		j.last[i] = n
+		canaryPackets.WithLabelValues(c.relay.name, cn.text).Add(float64(got))
+		if !judge {
+			continue
+		}
+		result := fmt.Sprintf("%d packets", got)
+		if got == 0 {
+			result = "no data (tunnel " + tunnel.Status().State.String() + ")"
+		}
+		p.health.observeCanary(c.ids, cn.index, outcome{ok: got > 0, result: result})
 	}
 }
 
@@ -139,13 +220,16 @@ func (p *prober) canaryLoop(ctx context.Context, c *check, canaries []*canary) {
 // interval, so that a relay that lost its gateway state (a restart) carries the canary again within
 // an interval, and it retries a relay that failed or set L after an interval, not after the
 // minutes a gateway would wait: whether the relay takes gateways is the handshake probe's business;
-// the canary's is whether data comes.
+// the canary's is whether data comes. Data waits in the tunnel's socket until a check reads it: a
+// check needs one packet of each channel per interval, and a thousand tunnels woken for every
+// beacon packet cost more than the rest of the health checks together.
 func (p *prober) tunnelOptions() amt.TunnelOptions {
 	return amt.TunnelOptions{
 		ReplyTimeout:  p.hc.timeout,
 		Refresh:       p.hc.interval,
 		MaxBackoff:    p.hc.interval,
 		LimitHoldDown: p.hc.interval,
+		QueueData:     true,
 	}
 }
 

@@ -3,6 +3,7 @@ package amtrelay
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -120,6 +121,102 @@ func TestCanaryFiltersRelays(t *testing.T) {
 	}
 	b.set(r1)
 	expectAddresses(t, s, "127.0.0.82")
+}
+
+// A canary that stops getting data is down within (fails+1) x interval + timeout of the cut, and one
+// that keeps getting it never fails a check, though the data waits in the tunnel's socket between
+// checks and every check of the instance runs on one ticker.
+func TestCanaryDetectionBound(t *testing.T) {
+	r0 := startResponder(t, "127.0.0.87:0")
+	r1 := startResponder(t, "127.0.0.88:0")
+	b := startBeacon(t, r0, r1)
+	startServer(t, canaryCorefile("serve", r0, r1, ""))
+	const c0, c1 = "canary=198.51.100.0/24,relay=c0", "canary=198.51.100.0/24,relay=c1"
+	// Up, and checked with data: the first check decides at once, the next ones by fails and rises.
+	eventually(t, "both canaries up after a check with data", 5*time.Second, func() (bool, string) {
+		up, n := series(t, "coredns_amtrelay_canary_up"), series(t, "coredns_amtrelay_canary_packets_total")
+		return up[c0] == 1 && up[c1] == 1 && n[c0] > 0 && n[c1] > 0, fmt.Sprint(up, n)
+	})
+	passed := series(t, "coredns_amtrelay_canary_packets_total")[c0]
+
+	// health_check 200ms timeout 100ms fails 2: (2+1) x 200ms + 100ms. The check that straddles
+	// the cut still has data, so detection takes between two and three intervals; the slack, as
+	// e2e's, is for a loaded machine (here running the race detector).
+	const bound, slack = 700 * time.Millisecond, time.Second
+	b.set(r0)
+	cut := time.Now()
+	for series(t, "coredns_amtrelay_canary_up")[c1] != 0 {
+		if time.Since(cut) > bound+slack {
+			t.Fatalf("c1's canary still up %v after its data stopped", time.Since(cut))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(cut)
+	t.Logf("c1's canary down %v after its data stopped (bound %v)", took.Round(time.Millisecond), bound)
+	if took < 150*time.Millisecond {
+		t.Errorf("c1's canary down after %v: a single check without data took it down", took)
+	}
+	// c0 kept its data: up throughout, its packets counted.
+	time.Sleep(3 * 200 * time.Millisecond)
+	if up := series(t, "coredns_amtrelay_canary_up")[c0]; up != 1 {
+		t.Errorf("canary_up{c0} %v, want 1: its data never stopped", up)
+	}
+	if n := series(t, "coredns_amtrelay_canary_packets_total")[c0]; n < passed+10 {
+		t.Errorf("canary_packets_total{c0} went from %v to %v in over a second of a 50ms beacon", passed, n)
+	}
+}
+
+// An instance checks the canaries of all its relays on one goroutine and one ticker, whatever their
+// number: the goroutines that join the channels end once joined, and none is left per relay but its
+// tunnel's. Stopping leaves every channel and ends every tunnel.
+func TestCanarySweepOneGoroutine(t *testing.T) {
+	const relays = 20
+	r := startResponder(t, "127.0.0.93:0")
+	block := "amtrelay in-addr.arpa {\n"
+	names := ""
+	for i := range relays {
+		// One fixture relay, many relay addresses: all but the first refuse, which does not
+		// matter here; what matters is how many goroutines check them.
+		addr := r.Addr()
+		if i > 0 {
+			addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 9, byte(i)}), r.Addr().Port())
+		}
+		block += fmt.Sprintf("relay s%d %s probe %s\n", i, addr.Addr(), addr)
+		names += fmt.Sprintf(" s%d", i)
+	}
+	block += fmt.Sprintf("source 198.51.100.0/24%s\ncanary 198.51.100.0/24 %s %s\nhealth_check 100ms timeout 50ms\n}", names, beaconSource, beaconGroup)
+	a := newTestPlugin(t, block)
+	a.start()
+	count := func(fn string) int {
+		buf := make([]byte, 1<<22)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), fn)
+	}
+	eventually(t, "the channels joined", 5*time.Second, func() (bool, string) {
+		canaryTunnels.Lock()
+		n := len(canaryTunnels.byTarget)
+		canaryTunnels.Unlock()
+		joining := count("amtrelay.(*prober).joinCanaries")
+		return n == relays && joining == 0, fmt.Sprintf("%d tunnels, %d goroutines joining", n, joining)
+	})
+	if n := count("amtrelay.(*prober).canarySweep("); n != 1 {
+		t.Errorf("%d canary sweepers for %d relays, want 1", n, relays)
+	}
+	eventually(t, "the canaries checked", 5*time.Second, func() (bool, string) {
+		_, first := a.health.last(0)
+		_, last := a.health.last(relays - 1)
+		return first[0].result != "" && last[0].result != "", fmt.Sprint(first, last)
+	})
+	a.stop()
+	canaryTunnels.Lock()
+	n := len(canaryTunnels.byTarget)
+	canaryTunnels.Unlock()
+	if n != 0 {
+		t.Errorf("%d canary tunnels left after the instance stopped", n)
+	}
+	eventually(t, "the channel left at the relay", 5*time.Second, func() (bool, string) {
+		m := r.Memberships()
+		return len(m) == 0, fmt.Sprint(m)
+	})
 }
 
 // A relay whose handshake comes back is handed out for the sources under a canary as soon as for

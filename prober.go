@@ -115,8 +115,8 @@ func newProber(cfg *config, h *relayHealth) *prober {
 	return p
 }
 
-// start launches the sweeper of the probes under ctx and wg, and one canary loop per check when
-// there are canaries. The probes hold the shared Client while they run.
+// start launches the sweeper of the probes under ctx and wg, and the canary sweeper when there are
+// canaries. The probes hold the shared Client while they run.
 func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 	if len(p.checks) == 0 {
 		return
@@ -129,13 +129,7 @@ func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 		p.sweep(ctx, p.probe)
 	}()
 	if len(p.canaries) > 0 {
-		for _, c := range p.checks {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p.canaryLoop(ctx, c, p.canaries)
-			}()
-		}
+		wg.Go(func() { p.canarySweep(ctx) })
 	}
 }
 

@@ -674,7 +674,7 @@ func (e *endpoint) icmpError(dst netip.AddrPort, errno syscall.Errno) {
 	e.mu.Lock()
 	for p := e.byDst[dst]; p != nil && failed < maxChain; failed++ {
 		if err == nil {
-			err = icmpOpError(e.network, e.conn, dst, errno)
+			err = icmpOpError(e.network, e.conn.LocalAddr().(*net.UDPAddr).AddrPort(), dst, errno)
 		}
 		next := p.next
 		p.err = err

@@ -36,8 +36,8 @@ func (q *errQueue) send(write func() error) error {
 }
 
 // icmpOpError is the error an error-queue entry stands for: errno, from an
-// ICMP error about a datagram that conn (of network udp4 or udp6) sent to
-// dst, as a read on a connected socket would have returned it.
-func icmpOpError(network string, conn *net.UDPConn, dst netip.AddrPort, errno syscall.Errno) error {
-	return &net.OpError{Op: "read", Net: network, Source: conn.LocalAddr(), Addr: net.UDPAddrFromAddrPort(dst), Err: os.NewSyscallError("recvmsg", errno)}
+// ICMP error about a datagram that the socket at local (of network udp4 or
+// udp6) sent to dst, as a read on a connected socket would have returned it.
+func icmpOpError(network string, local netip.AddrPort, dst netip.AddrPort, errno syscall.Errno) error {
+	return &net.OpError{Op: "read", Net: network, Source: net.UDPAddrFromAddrPort(local), Addr: net.UDPAddrFromAddrPort(dst), Err: os.NewSyscallError("recvmsg", errno)}
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -88,6 +86,18 @@ type TunnelOptions struct {
 	// MaxChannels bounds how many channels can be joined at once; default
 	// DefaultMaxChannels.
 	MaxChannels int
+	// QueueData leaves what arrives in the socket while no reply is
+	// awaited: the tunnel then wakes nobody for each Multicast Data
+	// packet, and what is queued is read in batches, at each of Run's
+	// timers, while a reply is awaited and whenever Drain is called.
+	// Packets, LastData and Status count what has been read, so call
+	// Drain before them; LastData is then when a packet was read, not
+	// when it arrived. ICMP errors are still handled as they come. The
+	// receive buffer is enlarged (up to the system's maximum), and the
+	// datagrams the kernel drops for want of room are counted in
+	// TunnelStatus.Dropped. Only on Linux; elsewhere every datagram is
+	// read as it comes and Drain does nothing.
+	QueueData bool
 }
 
 func (o *TunnelOptions) setDefaults() {
@@ -135,6 +145,10 @@ type TunnelStatus struct {
 	Ignored uint64
 	// Bad counts datagrams that did not parse.
 	Bad uint64
+	// Dropped counts the datagrams the kernel dropped because the
+	// socket's receive buffer was full, as reported with the datagrams
+	// read after them (Linux; always 0 elsewhere).
+	Dropped uint64
 }
 
 // Errors reported in TunnelStatus.Err and by Tunnel methods.
@@ -176,12 +190,15 @@ type channelStats struct {
 // The caller owns every goroutine: NewTunnel opens the socket, Run drives
 // the protocol until its context ends or Close is called, and the other
 // methods may be called from any goroutine, before, during or after Run.
+// On Linux the sockets of all tunnels are read by one goroutine of the
+// package (see tunnelio_linux.go), which exists while any tunnel is open.
 type Tunnel struct {
 	target   netip.AddrPort
 	opts     TunnelOptions
-	conn     *net.UDPConn
+	sock     *tsock
 	closing  chan struct{} // closed by Close
 	done     chan struct{} // closed once the tunnel is finished
+	kick     chan struct{} // capacity 1: Run looks at its timers again
 	closer   sync.Once     // closes closing
 	finisher sync.Once     // runs finish
 	errq     errQueue      // hands ICMP errors to queuedError
@@ -190,6 +207,18 @@ type Tunnel struct {
 	// read it, for Run to handle.
 	icmpMu sync.Mutex
 	icmp   []queuedICMP
+
+	// rmu serializes reading the socket and handling what was read: Run
+	// holds it while it runs its timers, the reader (the tunnel poller on
+	// Linux) while it handles what arrived, Drain while it reads what is
+	// queued. It guards run and the fields up to mu, and is taken before
+	// mu.
+	rmu        sync.Mutex
+	run        tunnelRun
+	rclosed    bool     // finished: nothing more is read or handled
+	readErrors int      // unexplained read failures in a row
+	readErr    error    // the socket failed for good: Run returns it
+	rio        tunnelIO // the platform's reading state
 
 	mu        sync.Mutex
 	running   bool
@@ -202,32 +231,38 @@ type Tunnel struct {
 
 // NewTunnel opens the tunnel's socket (unconnected, wildcard address,
 // ephemeral port, the family of target) and returns the Tunnel in state
-// TunnelDiscovering; nothing is sent before Run.
+// TunnelDiscovering; nothing is sent before Run. Close releases the socket,
+// whether Run ran or not.
 func NewTunnel(target netip.AddrPort, opts TunnelOptions) (*Tunnel, error) {
 	addr := target.Addr().Unmap()
 	if !addr.IsValid() || target.Port() == 0 {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidTarget, target)
 	}
 	opts.setDefaults()
-	conn, err := openSocket(addr)
-	if err != nil {
-		return nil, err
+	readBuffer := 0
+	if opts.QueueData {
+		readBuffer = tunnelReadBuffer
 	}
-	rc, err := conn.SyscallConn()
+	sock, err := openTunnelSocket(addr, readBuffer)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	t := &Tunnel{
 		target:   netip.AddrPortFrom(addr, target.Port()),
 		opts:     opts,
-		conn:     conn,
+		sock:     sock,
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
+		kick:     make(chan struct{}, 1),
 		st:       TunnelStatus{State: TunnelDiscovering, Since: time.Now()},
 		channels: make(map[channel]*channelStats),
 	}
-	t.errq.rc, t.errq.handle = rc, t.queuedError
+	t.run.t = t
+	t.errq.rc, t.errq.handle = sock.rawConn(), t.queuedError
+	if err := t.initIO(); err != nil {
+		sock.close()
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -237,8 +272,9 @@ type queuedICMP struct {
 	errno syscall.Errno
 }
 
-// queuedError takes an entry of the socket's error queue, read by Run or
-// by a send that the error failed, and wakes Run to handle it.
+// queuedError takes an entry of the socket's error queue, read by whoever
+// read the socket or by a send that the error failed, and wakes Run to
+// handle it.
 func (t *Tunnel) queuedError(dst netip.AddrPort, errno syscall.Errno) {
 	if !dst.IsValid() || errno == 0 {
 		return
@@ -248,24 +284,35 @@ func (t *Tunnel) queuedError(dst netip.AddrPort, errno syscall.Errno) {
 		t.icmp = append(t.icmp, queuedICMP{dst, errno})
 	}
 	t.icmpMu.Unlock()
-	// Run takes the entries after setting its read deadline: this comes
-	// after that and ends its read, or before and is seen.
-	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+	t.poke()
+}
+
+// poke makes Run look at its timers, its ICMP errors and its socket again.
+func (t *Tunnel) poke() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// readFailed counts a read failure nothing explains; too many in a row
+// fail the socket for good (the caller holds rmu).
+func (t *Tunnel) readFailed(err error) {
+	if t.readErrors++; t.readErrors > maxReadErrors {
+		t.readErr = err
+	}
 }
 
 // send writes msg to dst, past the ICMP errors of earlier datagrams (see
 // errQueue.send).
 func (t *Tunnel) send(msg []byte, dst netip.AddrPort) error {
-	return t.errq.send(func() error {
-		_, err := t.conn.WriteToUDPAddrPort(msg, dst)
-		return err
-	})
+	return t.errq.send(func() error { return t.sock.sendTo(msg, dst) })
 }
 
 // LocalAddr returns the socket's local address: the wildcard address and
 // the port Requests and Updates come from.
 func (t *Tunnel) LocalAddr() netip.AddrPort {
-	return t.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return t.sock.localAddr()
 }
 
 // Join adds the (s, g) channel. Once the tunnel is established it is joined
@@ -314,7 +361,8 @@ func (t *Tunnel) Leave(s, g netip.Addr) {
 }
 
 // Packets returns how many Multicast Data messages arrived for (s, g)
-// since it was joined; 0 for a channel that is not joined.
+// since it was joined; 0 for a channel that is not joined. With QueueData,
+// only those read so far: see Drain.
 func (t *Tunnel) Packets(s, g netip.Addr) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -325,7 +373,8 @@ func (t *Tunnel) Packets(s, g netip.Addr) uint64 {
 }
 
 // LastData returns when the last Multicast Data message for (s, g)
-// arrived; the zero time if none did or the channel is not joined.
+// arrived (with QueueData: was read); the zero time if none did or the
+// channel is not joined.
 func (t *Tunnel) LastData(s, g netip.Addr) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -354,9 +403,7 @@ func (t *Tunnel) Close() error {
 	running := t.running
 	t.mu.Unlock()
 	if running {
-		// Run checks closing after each deadline it sets, so this wakes
-		// it for good.
-		_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+		// Run waits on closing.
 		<-t.done
 		return nil
 	}
@@ -388,8 +435,11 @@ func (t *Tunnel) Close() error {
 // send.
 //
 // Every reply is accepted from any source: relays answer from other local
-// addresses and ports. Each wakeup reads at most one datagram before the
-// timers are looked at again, so a flood cannot starve them.
+// addresses and ports. Run sleeps until its next timer; datagrams are read
+// as they come by a reader (on Linux the package's one goroutine for every
+// tunnel, in batches), or with QueueData, while no reply is awaited, left
+// in the socket (see TunnelOptions). Reading and the timers take turns
+// under one lock, so a flood delays a timer by one bounded read at most.
 func (t *Tunnel) Run(ctx context.Context) error {
 	t.mu.Lock()
 	select {
@@ -409,11 +459,27 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	t.running = true
 	t.mu.Unlock()
 
-	stop := wakeOnDone(ctx, t.conn)
-	err := t.loop(ctx)
-	stop()
+	err := t.startIO()
+	if err == nil {
+		err = t.loop(ctx)
+	}
 	t.finish()
 	return err
+}
+
+// Drain reads what is queued on the tunnel's socket and handles it as Run
+// would, so that Packets, LastData and Status count everything that
+// arrived before the call. It is for tunnels with QueueData; on others it
+// finds little or nothing, since they read as datagrams come. Any goroutine
+// may call it, while Run runs or not; it does nothing once the tunnel is
+// closed, and nothing on platforms other than Linux.
+func (t *Tunnel) Drain() {
+	t.rmu.Lock()
+	changed := t.drainLocked(time.Now())
+	t.rmu.Unlock()
+	if changed {
+		t.poke()
+	}
 }
 
 // maxReadErrors bounds how many unexplained read errors in a row Run takes
@@ -424,27 +490,28 @@ const maxReadErrors = 100
 // packet and more, and a shorter buffer would truncate silently.
 const maxDatagram = 1<<16 - 1
 
+// tunnelReadBuffer is asked for as SO_RCVBUF with QueueData, where the
+// platform supports it (Linux caps it at net.core.rmem_max and doubles
+// it): data waits there for up to a health check interval or a refresh.
+const tunnelReadBuffer = 1 << 20
+
 // maxSleep bounds one wait, whatever the timers say.
 const maxSleep = time.Minute
 
+// reading reports whether the tunnel reads what arrives as it comes: always
+// without QueueData, and while it awaits a reply (the caller holds rmu).
+func (t *Tunnel) reading() bool {
+	return !t.opts.QueueData || !queueDataSupported || t.run.waiting != awaitNothing
+}
+
 func (t *Tunnel) loop(ctx context.Context) error {
-	r := &tunnelRun{t: t}
+	r := &t.run
+	t.rmu.Lock()
 	r.discover(time.Now())
-	buf := make([]byte, maxDatagram)
-	readErrors := 0
+	t.rmu.Unlock()
+	sleep := time.NewTimer(maxSleep)
+	defer sleep.Stop()
 	for {
-		now := time.Now()
-		r.tick(now)
-		wake := r.wake()
-		if latest := now.Add(maxSleep); wake.After(latest) {
-			wake = latest
-		}
-		if err := t.conn.SetReadDeadline(wake); err != nil {
-			return err
-		}
-		// Checked after the deadline is set: a cancellation, Close or
-		// queued ICMP error from now on moves it into the past and wakes
-		// the read.
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -453,31 +520,34 @@ func (t *Tunnel) loop(ctx context.Context) error {
 			return nil
 		default:
 		}
-		if r.takeICMP(now) {
-			continue
+		t.rmu.Lock()
+		if err := t.readErr; err != nil {
+			t.rmu.Unlock()
+			return err
 		}
-		// Any source is accepted: the nonces tie replies to the tunnel.
-		n, _, err := t.conn.ReadFromUDPAddrPort(buf)
-		switch {
-		case err == nil:
-			readErrors = 0
-			r.receive(buf[:n], time.Now())
-		case errors.Is(err, os.ErrDeadlineExceeded):
-		case t.errq.drain() > 0:
-			// Linux fails a read with the socket's pending ICMP error;
-			// reading the error queue clears it, says which destination
-			// refused, for the next round, and frees the receive buffer
-			// space the queued errors hold.
-			readErrors = 0
-		case errors.Is(err, syscall.ECONNREFUSED):
-			// A refusal without its entry (the queue was full, or another
-			// platform): about what was sent last.
-			readErrors = 0
-			r.icmpError(r.dst, err, time.Now())
-		default:
-			if readErrors++; readErrors > maxReadErrors {
-				return err
-			}
+		now := time.Now()
+		r.takeICMP(now)
+		r.tick(now)
+		wake := r.wake()
+		if latest := now.Add(maxSleep); wake.After(latest) {
+			wake = latest
+		}
+		t.armLocked()
+		t.rmu.Unlock()
+
+		sleep.Reset(time.Until(wake))
+		select {
+		case <-sleep.C:
+			// A timer is due: first take what is queued, a late reply or
+			// the data that would leave the coming reply no room.
+			t.rmu.Lock()
+			t.drainLocked(time.Now())
+			t.rmu.Unlock()
+		case <-t.kick:
+		case <-t.closing:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
@@ -486,6 +556,9 @@ func (t *Tunnel) loop(ctx context.Context) error {
 // gateway fields, closes the socket and marks the tunnel closed, once.
 func (t *Tunnel) finish() {
 	t.finisher.Do(func() {
+		t.rmu.Lock()
+		t.rclosed = true
+		t.rmu.Unlock()
 		t.mu.Lock()
 		if t.haveQuery {
 			all := make([]channel, 0, len(t.channels))
@@ -501,7 +574,7 @@ func (t *Tunnel) finish() {
 		t.finished, t.running = true, false
 		t.setStateLocked(TunnelClosed)
 		t.mu.Unlock()
-		_ = t.conn.Close()
+		t.stopIO()
 		close(t.done)
 	})
 }
@@ -566,8 +639,8 @@ const (
 	awaitQuery
 )
 
-// tunnelRun holds Run's timers; only Run's goroutine touches it. What
-// other methods read lives in Tunnel under mu.
+// tunnelRun holds Run's timers, under the Tunnel's rmu: Run's goroutine
+// and Drain touch it. What other methods read lives in Tunnel under mu.
 type tunnelRun struct {
 	t        *Tunnel
 	waiting  pending
@@ -717,12 +790,8 @@ func (r *tunnelRun) takeICMP(now time.Time) bool {
 	queued := t.icmp
 	t.icmp = r.icmp[:0]
 	t.icmpMu.Unlock()
-	network := "udp6"
-	if t.target.Addr().Is4() {
-		network = "udp4"
-	}
 	for _, q := range queued {
-		r.icmpError(q.dst, icmpOpError(network, t.conn, q.dst, q.errno), now)
+		r.icmpError(q.dst, icmpOpError(t.sock.network(), t.LocalAddr(), q.dst, q.errno), now)
 	}
 	r.icmp = queued[:0]
 	return len(queued) > 0

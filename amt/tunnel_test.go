@@ -50,6 +50,24 @@ func runTunnel(t *testing.T, target netip.AddrPort, opts amt.TunnelOptions, chan
 	return tn, wait
 }
 
+// bothModes runs f on tunnels that read data as it comes and on tunnels that
+// leave it queued until Drain (QueueData; the same as the first where the
+// platform does not support it).
+func bothModes(t *testing.T, f func(t *testing.T, queue bool)) {
+	t.Helper()
+	for _, queue := range []bool{false, true} {
+		t.Run(map[bool]string{false: "read", true: "queue"}[queue], func(t *testing.T) { f(t, queue) })
+	}
+}
+
+// packets is tn.Packets, after a Drain for a tunnel that queues data.
+func packets(tn *amt.Tunnel, queue bool, s, g netip.Addr) uint64 {
+	if queue {
+		tn.Drain()
+	}
+	return tn.Packets(s, g)
+}
+
 func waitState(t *testing.T, tn *amt.Tunnel, want amt.TunnelState) {
 	t.Helper()
 	waitUntil(t, "state "+want.String(), func() bool { return tn.Status().State == want })
@@ -71,44 +89,46 @@ func hasMembership(r *amttest.Responder, gw netip.AddrPort, s, g netip.Addr) boo
 }
 
 func TestTunnelJoinCountsData(t *testing.T) {
-	r := startResponder(t, "127.0.0.1:0")
-	tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{Refresh: time.Minute}, chS, chG)
-	waitState(t, tn, amt.TunnelEstablished)
-	gw := tunnelGateway(tn, r.Addr())
-	waitUntil(t, "the first join", func() bool { return hasMembership(r, gw, chS, chG) })
+	bothModes(t, func(t *testing.T, queue bool) {
+		r := startResponder(t, "127.0.0.1:0")
+		tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{Refresh: time.Minute, QueueData: queue}, chS, chG)
+		waitState(t, tn, amt.TunnelEstablished)
+		gw := tunnelGateway(tn, r.Addr())
+		waitUntil(t, "the first join", func() bool { return hasMembership(r, gw, chS, chG) })
 
-	// Joined while established: sent at once, not at the next refresh a
-	// minute away.
-	if err := tn.Join(chS2, chG2); err != nil {
-		t.Fatalf("Join: %v", err)
-	}
-	waitUntil(t, "the second join", func() bool { return hasMembership(r, gw, chS2, chG2) })
-
-	for range 3 {
-		if n := r.Inject(chS, chG, []byte("a")); n != 1 {
-			t.Fatalf("Inject sent to %d gateways", n)
+		// Joined while established: sent at once, not at the next refresh a
+		// minute away.
+		if err := tn.Join(chS2, chG2); err != nil {
+			t.Fatalf("Join: %v", err)
 		}
-	}
-	r.Inject(chS2, chG2, []byte("b"))
-	// (S2, G) is not joined: the relay sends nothing for it.
-	if n := r.Inject(chS2, chG, []byte("c")); n != 0 {
-		t.Errorf("Inject of an unjoined channel sent to %d", n)
-	}
-	waitUntil(t, "the data", func() bool { return tn.Packets(chS, chG) == 3 && tn.Packets(chS2, chG2) == 1 })
-	if tn.Packets(chS2, chG) != 0 || !tn.LastData(chS2, chG).IsZero() || tn.LastData(chS, chG).IsZero() {
-		t.Errorf("Counts leaked across channels: %d, %v", tn.Packets(chS2, chG), tn.LastData(chS2, chG))
-	}
-	// Mapped addresses name the same channel.
-	if n := tn.Packets(netip.AddrFrom16(chS.As16()), chG); n != 3 {
-		t.Errorf("Packets with a mapped source = %d", n)
-	}
-	st := tn.Status()
-	if st.Data != 4 || st.Ignored != 0 || st.Bad != 0 || st.Channels != 2 || st.Err != nil || st.Relay != r.Addr() {
-		t.Errorf("Status %+v", st)
-	}
-	if st.Query.QQI != amttest.DefaultQQI || st.Query.MLD {
-		t.Errorf("Query %+v", st.Query)
-	}
+		waitUntil(t, "the second join", func() bool { return hasMembership(r, gw, chS2, chG2) })
+
+		for range 3 {
+			if n := r.Inject(chS, chG, []byte("a")); n != 1 {
+				t.Fatalf("Inject sent to %d gateways", n)
+			}
+		}
+		r.Inject(chS2, chG2, []byte("b"))
+		// (S2, G) is not joined: the relay sends nothing for it.
+		if n := r.Inject(chS2, chG, []byte("c")); n != 0 {
+			t.Errorf("Inject of an unjoined channel sent to %d", n)
+		}
+		waitUntil(t, "the data", func() bool { return packets(tn, queue, chS, chG) == 3 && packets(tn, queue, chS2, chG2) == 1 })
+		if tn.Packets(chS2, chG) != 0 || !tn.LastData(chS2, chG).IsZero() || tn.LastData(chS, chG).IsZero() {
+			t.Errorf("Counts leaked across channels: %d, %v", tn.Packets(chS2, chG), tn.LastData(chS2, chG))
+		}
+		// Mapped addresses name the same channel.
+		if n := tn.Packets(netip.AddrFrom16(chS.As16()), chG); n != 3 {
+			t.Errorf("Packets with a mapped source = %d", n)
+		}
+		st := tn.Status()
+		if st.Data != 4 || st.Ignored != 0 || st.Bad != 0 || st.Channels != 2 || st.Err != nil || st.Relay != r.Addr() {
+			t.Errorf("Status %+v", st)
+		}
+		if st.Query.QQI != amttest.DefaultQQI || st.Query.MLD {
+			t.Errorf("Query %+v", st.Query)
+		}
+	})
 }
 
 func TestTunnelLeaveStopsData(t *testing.T) {
@@ -135,25 +155,27 @@ func TestTunnelLeaveStopsData(t *testing.T) {
 
 func TestTunnelRefreshOutlivesRelayExpiry(t *testing.T) {
 	t.Parallel()
-	// Twenty refreshes per expiry period: only a stall of the whole
-	// process for most of two seconds could let the channel expire.
-	const expiry = 2 * time.Second
-	r := startRelay(t, "127.0.0.1:0", amttest.Config{GatewayTimeout: expiry})
-	tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{Refresh: 100 * time.Millisecond}, chS, chG)
-	gw := tunnelGateway(tn, r.Addr())
-	waitUntil(t, "the join", func() bool { return hasMembership(r, gw, chS, chG) })
-	// Two expiry periods: without refreshes the channel would have
-	// expired and been joined anew, counting a second join.
-	deadline := time.Now().Add(2 * expiry)
-	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !hasMembership(r, gw, chS, chG) || r.Joins(chS, chG) != 1 {
-		t.Errorf("Membership %v, %d joins; want kept alive by one join", r.Memberships(), r.Joins(chS, chG))
-	}
-	if s := r.Stats(); s.Updates < 10 || s.BadMAC != 0 {
-		t.Errorf("Relay stats %+v: want many refreshes, no bad MAC", s)
-	}
+	bothModes(t, func(t *testing.T, queue bool) {
+		// Twenty refreshes per expiry period: only a stall of the whole
+		// process for most of two seconds could let the channel expire.
+		const expiry = 2 * time.Second
+		r := startRelay(t, "127.0.0.1:0", amttest.Config{GatewayTimeout: expiry})
+		tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{Refresh: 100 * time.Millisecond, QueueData: queue}, chS, chG)
+		gw := tunnelGateway(tn, r.Addr())
+		waitUntil(t, "the join", func() bool { return hasMembership(r, gw, chS, chG) })
+		// Two expiry periods: without refreshes the channel would have
+		// expired and been joined anew, counting a second join.
+		deadline := time.Now().Add(2 * expiry)
+		for time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !hasMembership(r, gw, chS, chG) || r.Joins(chS, chG) != 1 {
+			t.Errorf("Membership %v, %d joins; want kept alive by one join", r.Memberships(), r.Joins(chS, chG))
+		}
+		if s := r.Stats(); s.Updates < 10 || s.BadMAC != 0 {
+			t.Errorf("Relay stats %+v: want many refreshes, no bad MAC", s)
+		}
+	})
 }
 
 func TestTunnelRefreshFollowsQQI(t *testing.T) {
@@ -171,116 +193,122 @@ func TestTunnelRefreshFollowsQQI(t *testing.T) {
 
 func TestTunnelRecoversFromRelayRestart(t *testing.T) {
 	t.Parallel()
-	r := startResponder(t, "127.0.0.1:0")
-	opts := amt.TunnelOptions{ReplyTimeout: 200 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Refresh: 200 * time.Millisecond}
-	tn, _ := runTunnel(t, r.Addr(), opts, chS, chG)
-	gw := tunnelGateway(tn, r.Addr())
-	waitUntil(t, "the join", func() bool { return hasMembership(r, gw, chS, chG) })
+	bothModes(t, func(t *testing.T, queue bool) {
+		r := startResponder(t, "127.0.0.1:0")
+		opts := amt.TunnelOptions{ReplyTimeout: 200 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Refresh: 200 * time.Millisecond, QueueData: queue}
+		tn, _ := runTunnel(t, r.Addr(), opts, chS, chG)
+		gw := tunnelGateway(tn, r.Addr())
+		waitUntil(t, "the join", func() bool { return hasMembership(r, gw, chS, chG) })
 
-	// A restart loses the relay's state and secret: the tunnel's next
-	// Request cycle gets a new MAC and joins again.
-	if err := r.Restart(); err != nil {
-		t.Fatalf("Restart: %v", err)
-	}
-	waitUntil(t, "the join after restart", func() bool { return hasMembership(r, gw, chS, chG) })
-	r.Inject(chS, chG, []byte("x"))
-	waitUntil(t, "data after restart", func() bool { return tn.Packets(chS, chG) == 1 })
+		// A restart loses the relay's state and secret: the tunnel's next
+		// Request cycle gets a new MAC and joins again.
+		if err := r.Restart(); err != nil {
+			t.Fatalf("Restart: %v", err)
+		}
+		waitUntil(t, "the join after restart", func() bool { return hasMembership(r, gw, chS, chG) })
+		r.Inject(chS, chG, []byte("x"))
+		waitUntil(t, "data after restart", func() bool { return packets(tn, queue, chS, chG) == 1 })
 
-	// A relay that stays down is noticed (refused, then back to
-	// Discovery), and the tunnel comes back when the relay does.
-	if err := r.Stop(); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	waitState(t, tn, amt.TunnelDiscovering)
-	waitRefused(t, tn)
-	if st := tn.Status(); st.Restarts == 0 {
-		t.Errorf("Status after relay stop %+v", st)
-	}
-	if err := r.Restart(); err != nil {
-		t.Fatalf("Restart: %v", err)
-	}
-	waitUntil(t, "the join after the relay came back", func() bool { return hasMembership(r, gw, chS, chG) })
-	waitState(t, tn, amt.TunnelEstablished)
-	r.Inject(chS, chG, []byte("x"))
-	waitUntil(t, "data after the relay came back", func() bool { return tn.Packets(chS, chG) == 2 })
+		// A relay that stays down is noticed (refused, then back to
+		// Discovery), and the tunnel comes back when the relay does.
+		if err := r.Stop(); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		waitState(t, tn, amt.TunnelDiscovering)
+		waitRefused(t, tn)
+		if st := tn.Status(); st.Restarts == 0 {
+			t.Errorf("Status after relay stop %+v", st)
+		}
+		if err := r.Restart(); err != nil {
+			t.Fatalf("Restart: %v", err)
+		}
+		waitUntil(t, "the join after the relay came back", func() bool { return hasMembership(r, gw, chS, chG) })
+		waitState(t, tn, amt.TunnelEstablished)
+		r.Inject(chS, chG, []byte("x"))
+		waitUntil(t, "data after the relay came back", func() bool { return packets(tn, queue, chS, chG) == 2 })
+	})
 }
 
 func TestTunnelDataAfterLongRefusal(t *testing.T) {
-	// A relay down for a while refuses hundreds of Discoveries. On Linux
-	// each refusal is an ICMP error queued on the tunnel's socket
-	// (IP_RECVERR) and charged to its receive buffer until read from the
-	// error queue: left there, a few hundred fill the buffer, and once the
-	// relay is back a burst of Data is mostly dropped by the kernel.
 	t.Parallel()
-	r := startResponder(t, "127.0.0.1:0")
-	if err := r.Stop(); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	// A refusal comes back at once and the next Discovery goes out a
-	// millisecond later: about a thousand refusals a second, what Linux
-	// sends at most (net.ipv4.icmp_msgs_per_sec).
-	opts := amt.TunnelOptions{ReplyTimeout: time.Second, MaxBackoff: time.Millisecond, Refresh: time.Minute}
-	tn, _ := runTunnel(t, r.Addr(), opts, chS, chG)
-	waitRefused(t, tn)
-	time.Sleep(1500 * time.Millisecond)
+	bothModes(t, func(t *testing.T, queue bool) {
+		// A relay down for a while refuses hundreds of Discoveries. On Linux
+		// each refusal is an ICMP error queued on the tunnel's socket
+		// (IP_RECVERR) and charged to its receive buffer until read from the
+		// error queue: left there, a few hundred fill the buffer, and once the
+		// relay is back a burst of Data is mostly dropped by the kernel.
+		r := startResponder(t, "127.0.0.1:0")
+		if err := r.Stop(); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		// A refusal comes back at once and the next Discovery goes out a
+		// millisecond later: about a thousand refusals a second, what Linux
+		// sends at most (net.ipv4.icmp_msgs_per_sec).
+		opts := amt.TunnelOptions{ReplyTimeout: time.Second, MaxBackoff: time.Millisecond, Refresh: time.Minute, QueueData: queue}
+		tn, _ := runTunnel(t, r.Addr(), opts, chS, chG)
+		waitRefused(t, tn)
+		time.Sleep(1500 * time.Millisecond)
 
-	if err := r.Restart(); err != nil {
-		t.Fatalf("Restart: %v", err)
-	}
-	waitUntil(t, "the join", func() bool { return hasMembership(r, tunnelGateway(tn, r.Addr()), chS, chG) })
-	const burst = 20
-	for range burst {
-		r.Inject(chS, chG, []byte("x"))
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for tn.Packets(chS, chG) < burst && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := tn.Packets(chS, chG); n != burst {
-		t.Errorf("%d of a burst of %d Data messages arrived after the relay came back", n, burst)
-	}
+		if err := r.Restart(); err != nil {
+			t.Fatalf("Restart: %v", err)
+		}
+		waitUntil(t, "the join", func() bool { return hasMembership(r, tunnelGateway(tn, r.Addr()), chS, chG) })
+		const burst = 20
+		for range burst {
+			r.Inject(chS, chG, []byte("x"))
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for packets(tn, queue, chS, chG) < burst && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := tn.Packets(chS, chG); n != burst {
+			t.Errorf("%d of a burst of %d Data messages arrived after the relay came back", n, burst)
+		}
+	})
 }
 
 func TestTunnelCloseLeavesAndTearsDown(t *testing.T) {
-	for _, g := range []bool{false, true} {
-		t.Run(map[bool]string{false: "no G", true: "G"}[g], func(t *testing.T) {
-			r := startRelay(t, "127.0.0.1:0", amttest.Config{GatewayField: g})
-			tn, wait := runTunnel(t, r.Addr(), amt.TunnelOptions{Refresh: time.Minute}, chS, chG, chS2, chG2)
-			gw := tunnelGateway(tn, r.Addr())
-			waitUntil(t, "the joins", func() bool { return len(r.Memberships()) == 2 })
-			r.Inject(chS, chG, []byte("x"))
-			waitUntil(t, "data", func() bool { return tn.Packets(chS, chG) == 1 })
-			updates := r.Stats().Updates
+	bothModes(t, func(t *testing.T, queue bool) {
+		for _, g := range []bool{false, true} {
+			t.Run(map[bool]string{false: "no G", true: "G"}[g], func(t *testing.T) {
+				r := startRelay(t, "127.0.0.1:0", amttest.Config{GatewayField: g})
+				tn, wait := runTunnel(t, r.Addr(), amt.TunnelOptions{Refresh: time.Minute, QueueData: queue}, chS, chG, chS2, chG2)
+				gw := tunnelGateway(tn, r.Addr())
+				waitUntil(t, "the joins", func() bool { return len(r.Memberships()) == 2 })
+				r.Inject(chS, chG, []byte("x"))
+				waitUntil(t, "data", func() bool { return packets(tn, queue, chS, chG) == 1 })
+				updates := r.Stats().Updates
 
-			if err := tn.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			if err := wait(); err != nil {
-				t.Errorf("Run after Close returned %v, want nil", err)
-			}
-			// The leave is one Update with both records; the Teardown
-			// comes only with G.
-			waitUntil(t, "the leave", func() bool { return r.Stats().Updates == updates+1 })
-			waitUntil(t, "no state", func() bool { return !hasMembership(r, gw, chS, chG) && !hasMembership(r, gw, chS2, chG2) })
-			want := uint64(0)
-			if g {
-				want = 1
-				waitUntil(t, "the Teardown", func() bool { return r.Stats().Teardowns == 1 })
-			}
-			if s := r.Stats(); s.Teardowns != want || s.BadMAC != 0 {
-				t.Errorf("Relay stats %+v, want %d Teardowns", s, want)
-			}
-			if st := tn.Status(); st.State != amt.TunnelClosed {
-				t.Errorf("State %v after Close", st.State)
-			}
-			if n := tn.Packets(chS, chG); n != 1 {
-				t.Errorf("Packets after Close = %d, want 1", n)
-			}
-			if err := tn.Close(); err != nil {
-				t.Errorf("Second Close: %v", err)
-			}
-		})
-	}
+				if err := tn.Close(); err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+				if err := wait(); err != nil {
+					t.Errorf("Run after Close returned %v, want nil", err)
+				}
+				// The leave is one Update with both records; the Teardown
+				// comes only with G.
+				waitUntil(t, "the leave", func() bool { return r.Stats().Updates == updates+1 })
+				waitUntil(t, "no state", func() bool { return !hasMembership(r, gw, chS, chG) && !hasMembership(r, gw, chS2, chG2) })
+				want := uint64(0)
+				if g {
+					want = 1
+					waitUntil(t, "the Teardown", func() bool { return r.Stats().Teardowns == 1 })
+				}
+				if s := r.Stats(); s.Teardowns != want || s.BadMAC != 0 {
+					t.Errorf("Relay stats %+v, want %d Teardowns", s, want)
+				}
+				if st := tn.Status(); st.State != amt.TunnelClosed {
+					t.Errorf("State %v after Close", st.State)
+				}
+				if n := tn.Packets(chS, chG); n != 1 {
+					t.Errorf("Packets after Close = %d, want 1", n)
+				}
+				if err := tn.Close(); err != nil {
+					t.Errorf("Second Close: %v", err)
+				}
+			})
+		}
+	})
 }
 
 func TestTunnelCancelLeaves(t *testing.T) {
@@ -309,37 +337,41 @@ func TestTunnelCancelLeaves(t *testing.T) {
 
 func TestTunnelLimited(t *testing.T) {
 	t.Parallel()
-	r := startResponder(t, "127.0.0.1:0")
-	r.SetMode(amttest.Limit)
-	tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{LimitHoldDown: 300 * time.Millisecond}, chS, chG)
-	waitState(t, tn, amt.TunnelLimited)
-	if st := tn.Status(); !errors.Is(st.Err, amt.ErrLimited) || !st.Query.Limit {
-		t.Errorf("Status %+v", st)
-	}
-	// After the hold-down the tunnel starts over; no Update ever goes to a
-	// relay that said L.
-	waitUntil(t, "a second Discovery", func() bool { return r.Stats().Discoveries >= 2 })
-	if n := r.Stats().Updates; n != 0 {
-		t.Errorf("%d Updates sent to a limited relay", n)
-	}
-	r.SetMode(amttest.Normal)
-	waitState(t, tn, amt.TunnelEstablished)
-	waitUntil(t, "the join", func() bool { return len(r.Memberships()) == 1 })
+	bothModes(t, func(t *testing.T, queue bool) {
+		r := startResponder(t, "127.0.0.1:0")
+		r.SetMode(amttest.Limit)
+		tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{LimitHoldDown: 300 * time.Millisecond, QueueData: queue}, chS, chG)
+		waitState(t, tn, amt.TunnelLimited)
+		if st := tn.Status(); !errors.Is(st.Err, amt.ErrLimited) || !st.Query.Limit {
+			t.Errorf("Status %+v", st)
+		}
+		// After the hold-down the tunnel starts over; no Update ever goes to a
+		// relay that said L.
+		waitUntil(t, "a second Discovery", func() bool { return r.Stats().Discoveries >= 2 })
+		if n := r.Stats().Updates; n != 0 {
+			t.Errorf("%d Updates sent to a limited relay", n)
+		}
+		r.SetMode(amttest.Normal)
+		waitState(t, tn, amt.TunnelEstablished)
+		waitUntil(t, "the join", func() bool { return len(r.Memberships()) == 1 })
+	})
 }
 
 func TestTunnelNoQueryRestartsDiscovery(t *testing.T) {
 	t.Parallel()
-	r := startResponder(t, "127.0.0.1:0")
-	r.SetMode(amttest.RequestSilent)
-	tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{ReplyTimeout: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-	waitUntil(t, "a restart", func() bool { return tn.Status().Restarts >= 1 })
-	st := tn.Status()
-	if !errors.Is(st.Err, amt.ErrNoQuery) || st.Queries != 0 || st.Requests < 3 {
-		t.Errorf("Status %+v, want three Requests and no Query before the restart", st)
-	}
-	// The restart is a new Discovery.
-	waitUntil(t, "the Requests", func() bool { return r.Stats().Requests >= 3 })
-	waitUntil(t, "the second Discovery", func() bool { return r.Stats().Discoveries >= 2 })
+	bothModes(t, func(t *testing.T, queue bool) {
+		r := startResponder(t, "127.0.0.1:0")
+		r.SetMode(amttest.RequestSilent)
+		tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{ReplyTimeout: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, QueueData: queue})
+		waitUntil(t, "a restart", func() bool { return tn.Status().Restarts >= 1 })
+		st := tn.Status()
+		if !errors.Is(st.Err, amt.ErrNoQuery) || st.Queries != 0 || st.Requests < 3 {
+			t.Errorf("Status %+v, want three Requests and no Query before the restart", st)
+		}
+		// The restart is a new Discovery.
+		waitUntil(t, "the Requests", func() bool { return r.Stats().Requests >= 3 })
+		waitUntil(t, "the second Discovery", func() bool { return r.Stats().Discoveries >= 2 })
+	})
 }
 
 func TestTunnelRefused(t *testing.T) {
@@ -366,40 +398,44 @@ func waitRefused(t *testing.T, tn *amt.Tunnel) {
 }
 
 func TestTunnelAdvertisedElsewhereOtherSource(t *testing.T) {
-	relay := startResponder(t, "127.0.0.2:0")
-	disc, err := amttest.Start(netip.AddrPortFrom(addr4, relay.Addr().Port()).String())
-	if err != nil {
-		t.Skipf("Port %d taken on 127.0.0.1: %v", relay.Addr().Port(), err)
-	}
-	defer disc.Stop()
-	disc.SetAdvertised(relay.Addr().Addr())
-	// Queries and Data come from another port than the Requests went to.
-	relay.SetMode(amttest.OtherSource)
-	tn, _ := runTunnel(t, disc.Addr(), amt.TunnelOptions{}, chS, chG)
-	waitState(t, tn, amt.TunnelEstablished)
-	if st := tn.Status(); st.Relay != relay.Addr() {
-		t.Errorf("Relay %v, want %v", st.Relay, relay.Addr())
-	}
-	waitUntil(t, "the join", func() bool { return len(relay.Memberships()) == 1 })
-	relay.Inject(chS, chG, []byte("x"))
-	waitUntil(t, "data", func() bool { return tn.Packets(chS, chG) == 1 })
-	if s := disc.Stats(); s.Requests != 0 || s.Updates != 0 {
-		t.Errorf("Discovery address got %+v", s)
-	}
+	bothModes(t, func(t *testing.T, queue bool) {
+		relay := startResponder(t, "127.0.0.2:0")
+		disc, err := amttest.Start(netip.AddrPortFrom(addr4, relay.Addr().Port()).String())
+		if err != nil {
+			t.Skipf("Port %d taken on 127.0.0.1: %v", relay.Addr().Port(), err)
+		}
+		defer disc.Stop()
+		disc.SetAdvertised(relay.Addr().Addr())
+		// Queries and Data come from another port than the Requests went to.
+		relay.SetMode(amttest.OtherSource)
+		tn, _ := runTunnel(t, disc.Addr(), amt.TunnelOptions{QueueData: queue}, chS, chG)
+		waitState(t, tn, amt.TunnelEstablished)
+		if st := tn.Status(); st.Relay != relay.Addr() {
+			t.Errorf("Relay %v, want %v", st.Relay, relay.Addr())
+		}
+		waitUntil(t, "the join", func() bool { return len(relay.Memberships()) == 1 })
+		relay.Inject(chS, chG, []byte("x"))
+		waitUntil(t, "data", func() bool { return packets(tn, queue, chS, chG) == 1 })
+		if s := disc.Stats(); s.Requests != 0 || s.Updates != 0 {
+			t.Errorf("Discovery address got %+v", s)
+		}
+	})
 }
 
 func TestTunnelIPv6(t *testing.T) {
-	r := startResponder(t, "[::1]:0")
-	s6, g6 := netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("ff3e::8000:1")
-	tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{}, s6, g6)
-	waitState(t, tn, amt.TunnelEstablished)
-	// Every channel is IPv6, so the Request asked for MLDv2.
-	if q := tn.Status().Query; !q.MLD {
-		t.Errorf("Query %+v, want MLDv2", q)
-	}
-	waitUntil(t, "the join", func() bool { return hasMembership(r, tunnelGateway(tn, r.Addr()), s6, g6) })
-	r.Inject(s6, g6, []byte("x"))
-	waitUntil(t, "data", func() bool { return tn.Packets(s6, g6) == 1 })
+	bothModes(t, func(t *testing.T, queue bool) {
+		r := startResponder(t, "[::1]:0")
+		s6, g6 := netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("ff3e::8000:1")
+		tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{QueueData: queue}, s6, g6)
+		waitState(t, tn, amt.TunnelEstablished)
+		// Every channel is IPv6, so the Request asked for MLDv2.
+		if q := tn.Status().Query; !q.MLD {
+			t.Errorf("Query %+v, want MLDv2", q)
+		}
+		waitUntil(t, "the join", func() bool { return hasMembership(r, tunnelGateway(tn, r.Addr()), s6, g6) })
+		r.Inject(s6, g6, []byte("x"))
+		waitUntil(t, "data", func() bool { return packets(tn, queue, s6, g6) == 1 })
+	})
 }
 
 func TestTunnelManyChannels(t *testing.T) {
@@ -418,32 +454,40 @@ func TestTunnelManyChannels(t *testing.T) {
 }
 
 func TestTunnelCountsJunk(t *testing.T) {
-	r := startResponder(t, "127.0.0.1:0")
-	tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{Refresh: time.Minute}, chS, chG)
-	waitState(t, tn, amt.TunnelEstablished)
-	c, err := net.ListenUDP("udp4", nil)
-	if err != nil {
-		t.Fatalf("Listen: %v", err)
-	}
-	defer c.Close()
-	to := netip.AddrPortFrom(addr4, tn.LocalAddr().Port())
-	data, _ := amt.AppendData(nil, amt.Data{Source: netip.AddrPortFrom(chS2, 1), Group: netip.AddrPortFrom(chG, 1)})
-	for _, m := range [][]byte{
-		{},              // bad
-		{0x16, 0},       // version 1: bad
-		{0x06, 0, 0x45}, // truncated Data: bad
-		data,            // Data for a channel not joined: ignored
-		amt.AppendQuery(nil, amt.Query{Nonce: 1}), // stale nonce: ignored
-		amt.AppendDiscovery(nil, 1),               // a relay's message type: ignored
-	} {
-		if _, err := c.WriteToUDPAddrPort(m, to); err != nil {
-			t.Fatalf("Send: %v", err)
+	bothModes(t, func(t *testing.T, queue bool) {
+		r := startResponder(t, "127.0.0.1:0")
+		tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{Refresh: time.Minute, QueueData: queue}, chS, chG)
+		waitState(t, tn, amt.TunnelEstablished)
+		c, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
 		}
-	}
-	waitUntil(t, "the counts", func() bool { st := tn.Status(); return st.Bad == 3 && st.Ignored == 3 })
-	if n := tn.Packets(chS2, chG); n != 0 {
-		t.Errorf("Unjoined channel counted %d packets", n)
-	}
+		defer c.Close()
+		to := netip.AddrPortFrom(addr4, tn.LocalAddr().Port())
+		data, _ := amt.AppendData(nil, amt.Data{Source: netip.AddrPortFrom(chS2, 1), Group: netip.AddrPortFrom(chG, 1)})
+		for _, m := range [][]byte{
+			{},              // bad
+			{0x16, 0},       // version 1: bad
+			{0x06, 0, 0x45}, // truncated Data: bad
+			data,            // Data for a channel not joined: ignored
+			amt.AppendQuery(nil, amt.Query{Nonce: 1}), // stale nonce: ignored
+			amt.AppendDiscovery(nil, 1),               // a relay's message type: ignored
+		} {
+			if _, err := c.WriteToUDPAddrPort(m, to); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+		}
+		waitUntil(t, "the counts", func() bool {
+			if queue {
+				tn.Drain()
+			}
+			st := tn.Status()
+			return st.Bad == 3 && st.Ignored == 3
+		})
+		if n := tn.Packets(chS2, chG); n != 0 {
+			t.Errorf("Unjoined channel counted %d packets", n)
+		}
+	})
 }
 
 func TestTunnelJoinErrors(t *testing.T) {
@@ -506,49 +550,69 @@ func TestTunnelStateString(t *testing.T) {
 }
 
 func TestTunnelRefreshWaitsForTheNewQuery(t *testing.T) {
-	// A relay that answers Requests slowly, and keeps only the latest
-	// nonce as the Linux driver does: every Update must carry the nonce of
-	// the latest Request, so the refresh that falls due with a Request has
-	// to wait for its Query.
-	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
-	if err != nil {
-		t.Fatalf("Listen: %v", err)
-	}
-	var mu sync.Mutex
-	var updates, stale int
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		var latest uint32
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if nonce, err := amt.ParseDiscovery(buf[:n]); err == nil {
-				conn.WriteToUDPAddrPort(amt.AppendAdvertisement(nil, nonce, addr4), from)
-			} else if nonce, _, err := amt.ParseRequest(buf[:n]); err == nil {
-				latest = nonce
-				time.Sleep(100 * time.Millisecond)
-				conn.WriteToUDPAddrPort(amt.AppendQuery(nil, amt.Query{Nonce: nonce, QRV: 2, QQI: time.Second}), from)
-			} else if u, err := amt.ParseUpdate(buf[:n]); err == nil {
-				mu.Lock()
-				updates++
-				if u.Nonce != latest {
-					stale++
-				}
-				mu.Unlock()
-			}
+	bothModes(t, func(t *testing.T, queue bool) {
+		// A relay that answers Requests slowly, and keeps only the latest
+		// nonce as the Linux driver does: every Update must carry the nonce of
+		// the latest Request, so the refresh that falls due with a Request has
+		// to wait for its Query.
+		conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
 		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
-	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	runTunnel(t, addr, amt.TunnelOptions{Refresh: 150 * time.Millisecond, ReplyTimeout: 5 * time.Second}, chS, chG)
-	waitUntil(t, "five Updates", func() bool { mu.Lock(); defer mu.Unlock(); return updates >= 5 })
-	mu.Lock()
-	defer mu.Unlock()
-	if stale != 0 {
-		t.Errorf("%d of %d Updates carried a nonce older than the latest Request", stale, updates)
-	}
+		var mu sync.Mutex
+		var updates, stale int
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 2048)
+			var latest uint32
+			for {
+				n, from, err := conn.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				if nonce, err := amt.ParseDiscovery(buf[:n]); err == nil {
+					conn.WriteToUDPAddrPort(amt.AppendAdvertisement(nil, nonce, addr4), from)
+				} else if nonce, _, err := amt.ParseRequest(buf[:n]); err == nil {
+					latest = nonce
+					time.Sleep(100 * time.Millisecond)
+					conn.WriteToUDPAddrPort(amt.AppendQuery(nil, amt.Query{Nonce: nonce, QRV: 2, QQI: time.Second}), from)
+				} else if u, err := amt.ParseUpdate(buf[:n]); err == nil {
+					mu.Lock()
+					updates++
+					if u.Nonce != latest {
+						stale++
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+		t.Cleanup(func() { conn.Close(); <-done })
+		addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+		tn, _ := runTunnel(t, addr, amt.TunnelOptions{Refresh: 150 * time.Millisecond, ReplyTimeout: 5 * time.Second, QueueData: queue}, chS, chG)
+		if queue {
+			// Drains from another goroutine take Queries from under Run
+			// as the canary checks may: they are handled all the same.
+			stop := make(chan struct{})
+			drained := make(chan struct{})
+			go func() {
+				defer close(drained)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+						tn.Drain()
+					}
+				}
+			}()
+			defer func() { close(stop); <-drained }()
+		}
+		waitUntil(t, "five Updates", func() bool { mu.Lock(); defer mu.Unlock(); return updates >= 5 })
+		mu.Lock()
+		defer mu.Unlock()
+		if stale != 0 {
+			t.Errorf("%d of %d Updates carried a nonce older than the latest Request", stale, updates)
+		}
+	})
 }
