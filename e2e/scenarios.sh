@@ -536,6 +536,8 @@ canary_up_all() { per_relay_all "$1" coredns_amtrelay_canary_up "${@:2}"; }
 # and the log names the step that failed.
 step_handshake() {
 	wait_baseline || return 1
+	# handshake_down_logged: net2's log has r2b down at the request step since t0 (step_handshake's).
+	handshake_down_logged() { [ -n "$(log_ms dns-n2 "$t0" "plugin/amtrelay: relay r2b $addr down: $result at request")" ]; }
 	local limit=$((HC_FAILS * HC_INTERVAL * 1000 + HC_TIMEOUT_MS + 1000))
 	local spec mode result t0 t addr=${N2_RELAYS_V4[1]}
 	for spec in request_silent:no_query limit:limit; do
@@ -543,6 +545,9 @@ step_handshake() {
 		t0=$(now_ms)
 		set_relay_mode r2b "$mode"
 		if wait_for "net2 to leave r2b out" 10 0.1 eval '[ "$(short_set n8 $N2_DNS $AMT_NAME A)" = "${N2_RELAYS_V4[0]}" ]'; then
+			# r2b's canary can take it out first (a relay that answers no Request stops carrying
+			# the canary's tunnel too): the handshake's own verdict may follow a little later.
+			wait_for "net2's log to say r2b down: $result at request" $((limit / 1000 + 2)) 0.1 handshake_down_logged
 			t=$(log_ms dns-n2 "$t0" "plugin/amtrelay: relay r2b $addr down: $result at request")
 			if [ -z "$t" ]; then
 				bad "r2b in mode $mode left the answers, but no 'down: $result at request' in net2's log"
