@@ -1,6 +1,6 @@
 # bench/bgp.sh: the bgp section of bench/run.sh, which sources it (its settings are documented
-# there, and its helpers, log, die, stop_server, server_ticks, rss_kb, dnsperf_field, median and
-# per_round_ratio, are used here).
+# there, and its helpers, log, die, stop_pid, stop_server, server_ticks, rss_kb, dnsperf_field,
+# median and per_round_ratio, are used here).
 #
 # BIRD 2 feeds the plugin's BGP speaker over MBGP (ipv4 multicast, ipv6 multicast) across a veth
 # pair between two network namespaces that this section makes and removes: BIRD in one, and
@@ -52,17 +52,6 @@ bgp_gen_args() {
 		-bgp-flap-base "$BGP_FLAP_BASE" -bgp-flap-protocols "$BGP_FLAP_PROTOCOLS"
 }
 
-bgp_stop_pid() { # bgp_stop_pid PID: TERM, up to 5 s, KILL
-	[[ -n $1 ]] || return 0
-	kill -TERM "$1" 2>/dev/null || true
-	for _ in $(seq 1 50); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
-
 bgp_del_ns() { # bgp_del_ns NS: end what runs in it (only this section's processes), delete it
 	local pid
 	[[ -n $1 ]] || return 0
@@ -77,10 +66,10 @@ bgp_del_ns() { # bgp_del_ns NS: end what runs in it (only this section's process
 }
 
 bgp_cleanup() {
-	bgp_stop_pid "$flapper_pid"
-	bgp_stop_pid "$waker_pid"
-	bgp_stop_pid "$bird_pid"
-	bgp_stop_pid "$bgp_stamp_pid"
+	stop_pid "$flapper_pid" 5
+	stop_pid "$waker_pid" 5
+	stop_pid "$bird_pid" 5
+	stop_pid "$bgp_stamp_pid" 5
 	flapper_pid="" waker_pid="" bird_pid="" bgp_stamp_pid=""
 	bgp_del_ns "$bgp_ns_dns"
 	bgp_del_ns "$bgp_ns_bird"
@@ -145,7 +134,7 @@ bird_wait_routes() {
 }
 
 bird_stop() { # bird_stop NAME: stop BIRD, keep its log as logs/bird.NAME.log
-	bgp_stop_pid "$bird_pid"
+	stop_pid "$bird_pid" 5
 	bird_pid=""
 	mv -f "$GEN/bird.log" "$OUT/logs/bird.$1.log" 2>/dev/null || true
 }
@@ -186,7 +175,7 @@ bgp_start_server() {
 
 bgp_stop_server() {
 	stop_server
-	bgp_stop_pid "$bgp_stamp_pid" # it ends at the end of the server's output anyway
+	stop_pid "$bgp_stamp_pid" 5 # it ends at the end of the server's output anyway
 	bgp_stamp_pid=""
 }
 
@@ -275,7 +264,7 @@ bgp_load() {
 	complete=$(awk '$1 == "complete" { print $2, $3, $4 }' <<<"$out")
 	ready=$(awk '$1 == "ready" { print $2, $3, $4 }' <<<"$out")
 	[[ $complete != "- - -" ]] || die "bgp load: the table did not reach $n within ${BGP_LOAD_TIMEOUT}s (sources $(bgp_metric coredns_amtrelay_sources); see $OUT/logs/$name.log)"
-	bgp_stop_pid "$waker_pid"
+	stop_pid "$waker_pid" 5
 	waker_pid=""
 	local bird_cpu
 	bird_cpu=$(($(bird_ticks) - bird0))
@@ -397,7 +386,7 @@ bgp_flaps() {
 			if [[ $phase == flapping ]]; then
 				kill -0 "$flapper_pid" 2>/dev/null || die "the flapper exited early (see $OUT/logs/flapper.log)"
 				f1=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$flapper_pid/stat")
-				bgp_stop_pid "$flapper_pid"
+				stop_pid "$flapper_pid" 5
 				flapper_pid=""
 			fi
 			e1=$(bird_export)
@@ -434,7 +423,7 @@ bgp_flaps() {
 				"http://$BGP_PPROF/debug/pprof/profile?seconds=10" || log "WARNING: the CPU profile failed"
 			wait "$load_pid" || true
 			if [[ $phase == flapping ]]; then
-				bgp_stop_pid "$flapper_pid"
+				stop_pid "$flapper_pid" 5
 				flapper_pid=""
 				bgp_birdc enable '"flap*"' >/dev/null || die "birdc enable flap*"
 			fi

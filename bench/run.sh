@@ -215,15 +215,19 @@ start_server() {
 	die "$name did not answer within ${wait}s (see $OUT/logs/$name.log)"
 }
 
-stop_server() {
-	[[ -n $server_pid ]] || return 0
-	kill -TERM "$server_pid" 2>/dev/null || true
-	for _ in $(seq 1 100); do
-		kill -0 "$server_pid" 2>/dev/null || break
+stop_pid() { # stop_pid PID SECONDS: TERM, up to SECONDS for it to end, then KILL
+	[[ -n $1 ]] || return 0
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 1 $(($2 * 10))); do
+		kill -0 "$1" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill -KILL "$server_pid" 2>/dev/null || true
-	wait "$server_pid" 2>/dev/null || true
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+stop_server() {
+	stop_pid "$server_pid" 10
 	server_pid=""
 }
 
