@@ -145,6 +145,9 @@ func (p *prober) canarySweep(ctx context.Context) {
 			active = append(active, j)
 		case now := <-t.C:
 			for _, j := range active {
+				if ctx.Err() != nil {
+					return // stopping need not wait for a whole sweep
+				}
 				p.checkCanaries(j, now.Sub(j.since) >= p.hc.interval*9/10)
 			}
 		}
