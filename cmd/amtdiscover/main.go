@@ -151,6 +151,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/amtdns/amtrelay/amt"
+	"github.com/amtdns/amtrelay/internal/cmdline"
 )
 
 func main() {
@@ -224,32 +225,15 @@ const usageLine = "usage: amtdiscover [-resolver ADDR[:PORT]] [-mode driad|anyca
 // error with help set means -h was asked for.
 func parseArgs(args []string, stderr io.Writer) (o options, help bool, err error) {
 	fs := flag.NewFlagSet("amtdiscover", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	resolverFlag := fs.String("resolver", "", "DNS server `ADDR[:PORT]` (default: the nameservers of /etc/resolv.conf)")
 	fs.StringVar(&o.mode, "mode", "both", "`MODE`: driad (AMTRELAY at rev(S)), anycast (A/AAAA at L.rev(S)) or both")
 	groupFlag := fs.String("group", "", "join (SOURCE, `G`) on the winner and wait for data")
 	fs.StringVar(&o.label, "label", "amt", "`L`: leading label of the anycast name")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "`D`: bound of each DNS exchange, each relay handshake and the wait for data")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
-	// The flag package calls Usage on every parse error too; the caller
-	// prints one line for those, so the full help is printed for -h only.
-	fs.Usage = func() {}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintln(stderr, usageLine)
-				fs.SetOutput(stderr)
-				fs.PrintDefaults()
-				return o, true, nil
-			}
-			return o, false, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, help, err := cmdline.Parse(fs, args, usageLine, stderr)
+	if help || err != nil {
+		return o, help, err
 	}
 	switch len(pos) {
 	case 0:

@@ -43,6 +43,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/amtdns/amtrelay/internal/cmdline"
 	"github.com/amtdns/amtrelay/revname"
 	"github.com/amtdns/amtrelay/sign"
 )
@@ -99,28 +100,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func parseArgs(args []string, stderr io.Writer) (o options, help bool, err error) {
 	fs := flag.NewFlagSet("amtrelay-ds", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.label, "label", "amt", "`L`: leading label of the delegated name L.<rev(S)>")
 	var ns, keys listFlag
 	fs.Var(&ns, "ns", "`NAME` of a name server of the anycast AMT DNS (repeat for more)")
 	fs.Var(&keys, "key", "`KEYFILE`: BIND .key file, or its basename; a DS line per SEP key (repeat for more)")
-	fs.Usage = func() {}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintln(stderr, usageLine)
-				fs.SetOutput(stderr)
-				fs.PrintDefaults()
-				return o, true, nil
-			}
-			return o, false, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, help, err := cmdline.Parse(fs, args, usageLine, stderr)
+	if help || err != nil {
+		return o, help, err
 	}
 
 	if o.label == "" || len(o.label) > 63 || strings.ContainsAny(o.label, ".\\ ") {
