@@ -217,7 +217,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}}); err != nil {
 		return fmt.Errorf("bgp: export policy: %w", err)
 	}
-	err := srv.WatchEvent(watchCtx, server.WatchEventMessageCallbacks{
+	err := gobgpstart.Watch(watchCtx, srv, server.WatchEventMessageCallbacks{
 		OnBestPath:   s.bestPaths,
 		OnPeerUpdate: s.peerEvent,
 		OnPathEor:    s.endOfRIB,
