@@ -104,23 +104,26 @@ type canaryJoin struct {
 // canarySweep checks the canaries of every check every interval: each check's relay address carries
 // a tunnel on which every canary channel is joined, and a canary passes an interval in which at least
 // one data packet of its channel arrived. One ticker serves all the checks of the instance, so a
-// thousand relays wake the process once an interval for their canaries, not a thousand times; no
-// check covers more than one interval. The first check after a join covers at least nine tenths of
-// one (the joins of the first round come a little after the ticker starts); a join later than that
-// starts its first interval at the next tick instead, or its first check would count data from
-// up to two intervals back.
-// The tunnels are acquired on a goroutine per check, since a probe name is looked up first.
-func (p *prober) canarySweep(ctx context.Context) {
-	joined := make(chan *canaryJoin, len(p.checks))
+// thousand relays wake the process once an interval for their canaries, not a thousand times; each
+// check covers about one interval. The first check after a join covers at least nine tenths of one
+// (joins made at start come just before the ticker starts, those of looked-up names a little
+// after); a join later than that starts its first interval at the next tick instead, or its first
+// check would count data from up to two intervals back.
+//
+// It starts with the checks already joined (active) and joins the others (later) on a goroutine
+// each, since a probe name is looked up first.
+func (p *prober) canarySweep(ctx context.Context, active []*canaryJoin, later []*check) {
+	joined := make(chan *canaryJoin, len(later))
 	var joining sync.WaitGroup
-	for _, c := range p.checks {
+	for _, c := range later {
 		joining.Go(func() {
-			if j := p.joinCanaries(ctx, c); j != nil {
-				joined <- j
+			if st := p.canaryTunnel(ctx, c); st != nil {
+				if j := p.joinCanaries(c, st); j != nil {
+					joined <- j
+				}
 			}
 		})
 	}
-	var active []*canaryJoin
 	defer func() {
 		joining.Wait()
 		close(joined)
@@ -154,13 +157,31 @@ func (p *prober) canarySweep(ctx context.Context) {
 	}
 }
 
-// joinCanaries acquires the check's tunnel and joins every canary channel on it. It returns nil when
-// ctx ends first, or when a channel cannot be joined (logged; the canaries are not checked).
-func (p *prober) joinCanaries(ctx context.Context, c *check) *canaryJoin {
-	st := p.canaryTunnel(ctx, c)
-	if st == nil {
-		return nil // stopping
+// joinCanariesNow joins the canaries of every check whose target is an address, before the instance
+// starts answering, and returns the checks whose target is a name (or whose tunnel could not be
+// made) for canarySweep to join. In a Corefile reload the new instance then holds each channel of a
+// shared tunnel before the old one lets go of it, and the relay sees neither a leave nor a new join.
+func (p *prober) joinCanariesNow() (joined []*canaryJoin, later []*check) {
+	for _, c := range p.checks {
+		if !c.target.addr.IsValid() {
+			later = append(later, c)
+			continue
+		}
+		st, err := acquireTunnel(c.target.addr, p.tunnelOptions())
+		if err != nil {
+			later = append(later, c) // canaryTunnel reports it and tries again
+			continue
+		}
+		if j := p.joinCanaries(c, st); j != nil {
+			joined = append(joined, j)
+		}
 	}
+	return joined, later
+}
+
+// joinCanaries joins every canary channel on the check's tunnel. It returns nil when a channel cannot
+// be joined (logged; the canaries are not checked, and the tunnel is let go).
+func (p *prober) joinCanaries(c *check, st *sharedTunnel) *canaryJoin {
 	for i, cn := range p.canaries {
 		if err := st.join(cn.source, cn.group); err != nil {
 			log.Errorf("relay %s canary %s: %v", c.relay.name, cn.text, err)

@@ -129,7 +129,8 @@ func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 		p.sweep(ctx, p.probe)
 	}()
 	if len(p.canaries) > 0 {
-		wg.Go(func() { p.canarySweep(ctx) })
+		joined, later := p.joinCanariesNow()
+		wg.Go(func() { p.canarySweep(ctx, joined, later) })
 	}
 }
 
