@@ -570,6 +570,7 @@ func (e *endpoint) read() {
 	buf := make([]byte, maxDatagram) // nothing truncated can then parse
 	failures, burst := 0, 0
 	for {
+		mark := e.errq.mark()
 		n, from, err := e.recvFrom(buf)
 		if err == nil {
 			failures = 0
@@ -585,7 +586,7 @@ func (e *endpoint) read() {
 		}
 		// Linux fails a read with the socket's pending ICMP error before
 		// returning queued data; reading the error queue clears it.
-		if e.errq.drain() > 0 {
+		if e.errq.drainSince(mark) {
 			failures = 0
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -55,20 +56,35 @@ type errQueue struct {
 	// that does not say.
 	handle func(dst netip.AddrPort, errno syscall.Errno)
 
+	read atomic.Uint64 // entries read so far, by anyone
+
 	mu  sync.Mutex // one reader at a time, for the buffers
 	buf [64]byte
 	oob [256]byte
 }
 
+// mark is taken before a call on the socket that can fail with its
+// pending error; see drainSince.
+func (q *errQueue) mark() uint64 { return q.read.Load() }
+
+// drainSince reads the error queue and reports whether any entry was read
+// after mark was taken, by this call or a concurrent one. A call that
+// failed after mark with the pending error of an ICMP error did so while
+// its entry was queued, so it is true for that call: the entry has been
+// read by the time drainSince returns (another goroutine's drain holds mu
+// until it is done).
+func (q *errQueue) drainSince(mark uint64) bool {
+	q.drain()
+	return q.read.Load() != mark
+}
+
 // drain reads up to maxErrQueueDrain entries of the error queue and hands
-// each to handle. It returns how many it read. Any goroutine may call it:
-// Control takes no read lock, so a sender can drain while a reader is
-// blocked.
-func (q *errQueue) drain() int {
+// each to handle. Any goroutine may call it: Control takes no read lock,
+// so a sender can drain while a reader is blocked.
+func (q *errQueue) drain() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	drained := 0
-	for drained < maxErrQueueDrain {
+	for range maxErrQueueDrain {
 		var (
 			oobn int
 			from unix.Sockaddr
@@ -82,7 +98,7 @@ func (q *errQueue) drain() int {
 		if err != nil || rerr != nil {
 			break // EAGAIN: the queue is empty
 		}
-		drained++
+		q.read.Add(1)
 		errno, ok := extendedErrno(q.oob[:oobn])
 		dst, okDst := sockaddrAddrPort(from)
 		if !ok || !okDst {
@@ -91,7 +107,6 @@ func (q *errQueue) drain() int {
 		}
 		q.handle(dst, errno)
 	}
-	return drained
 }
 
 // extendedErrno finds the struct sock_extended_err of IP_RECVERR or

@@ -20,4 +20,6 @@ type errQueue struct {
 	handle func(dst netip.AddrPort, errno syscall.Errno)
 }
 
-func (q *errQueue) drain() int { return 0 }
+func (q *errQueue) mark() uint64 { return 0 }
+
+func (q *errQueue) drainSince(uint64) bool { return false }

@@ -472,14 +472,14 @@ func (t *Tunnel) drainLocked(now time.Time) bool {
 	b := batchPool.Get().(*batch)
 	defer batchPool.Put(b)
 	for range maxDrainBatches {
-		got := false
+		got, mark := false, t.errq.mark()
 		if err := t.sock.Control(func(fd uintptr) { got = b.recv(fd) }); err != nil || !got {
 			break // closed, or nothing queued
 		}
 		if b.errno != 0 {
 			// The socket's pending ICMP error, ahead of the data: reading
 			// the error queue clears it and hands it to Run.
-			if t.errq.drain() > 0 {
+			if t.errq.drainSince(mark) {
 				continue
 			}
 			err := os.NewSyscallError("recvmmsg", b.errno)
