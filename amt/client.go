@@ -23,24 +23,25 @@ var ErrClientClosed = errors.New("amt: client closed")
 // returning zero or nonces already pending, so it is broken.
 var errNoNonce = errors.New("amt: no free nonce")
 
-// Client runs Probes and Handshakes like the package functions of the same
-// names, but over one long-lived UDP socket per address family instead of a
-// socket per call: at hundreds of probes a second, opening, registering and
-// closing a socket costs more than the exchange itself.
+// Client runs Probes and Handshakes over one long-lived UDP socket per
+// address family: at hundreds of probes a second, opening, registering and
+// closing a socket per call costs more than the exchange itself.
 //
 // NewClient opens both sockets (unconnected, wildcard address, ephemeral
 // port, ICMP errors reported on Linux) and starts one reader goroutine per
 // socket. The readers hand each datagram to the pending probe it answers,
 // by nonce: Advertisements by discovery nonce, Membership Queries by request
-// nonce, from whatever source address and port they come. Probes wait on a
-// channel and a timer of their own, so a call starts no goroutine. Close
-// ends every pending probe, closes the sockets and waits for the readers:
-// nothing outlives Close, and a Client that is not closed keeps its two
-// goroutines and sockets for good.
+// nonce, from whatever source address and port they come (relays behind
+// anycast or bound to a wildcard address do not always answer from the
+// address that was probed). Nonces are random and non-zero: they are the
+// only protection against an off-path attacker forging replies, and relays
+// drop a zero one. Probes wait on a channel and a timer of their own, so a
+// call starts no goroutine. Close ends every pending probe, closes the
+// sockets and waits for the readers: nothing outlives Close, and a Client
+// that is not closed keeps its two goroutines and sockets for good.
 //
 // Its methods are safe for concurrent use by any number of goroutines.
-//
-// What differs from the package functions, which share no socket:
+// What sharing a socket implies:
 //
 //   - ResultBadReply. A shared socket cannot tell whose junk a datagram is,
 //     so a datagram counts against a probe (Ignored) only when it carries
@@ -50,19 +51,18 @@ var errNoNonce = errors.New("amt: no free nonce")
 //     exact address and port the probe is waiting on (every such probe, up
 //     to 64 of them, is charged). Anything else is counted in
 //     ClientStats.Unmatched and dropped. A probe charged 64 datagrams in
-//     one step ends at once, as before. A reply that comes after its probe
-//     gave up is junk from that address to any other probe still waiting
-//     on it.
+//     one step ends at once. A reply that comes after its probe gave up is
+//     junk from that address to any other probe still waiting on it.
 //   - ICMP errors. One ends every probe then waiting on the address and
 //     port it names, not only the one whose datagram drew it: Linux
 //     rate-limits ICMP errors (by default 1000/s with bursts of 50,
 //     loopback included), so the others might never get one of their own.
-//     Port unreachable is ResultRefused, any other ResultError, as before;
-//     where there is no error queue (not Linux) both end as timeouts.
+//     Port unreachable is ResultRefused, any other ResultError; where there
+//     is no error queue (not Linux) both end as timeouts.
 //   - A send that fails ends the probe with ResultError, never refused:
-//     on a shared socket Linux hands an ICMP error to whichever call comes
-//     next, sends included, so the send is retried after the error queue
-//     is read and a persistent failure is about this host, not the target.
+//     Linux hands an ICMP error to whichever call on the socket comes next,
+//     sends included, so the send is retried after the error queue is read
+//     and a persistent failure is about this host, not the target.
 //   - RTTs end when the reader receives the reply rather than when the
 //     caller's goroutine wakes up, and Reply.From and QueryFrom carry no
 //     IPv6 zone.
@@ -225,8 +225,8 @@ func (c *Client) endpointFor(addr netip.Addr) (*endpoint, error) {
 	return c.v6, nil
 }
 
-// prepare validates and normalises target and picks the endpoint, as the
-// package functions do before opening their socket.
+// prepare validates and normalises target (an IPv4-mapped address is taken
+// as IPv4) and picks the endpoint of its family.
 func (c *Client) prepare(ctx context.Context, target netip.AddrPort) (*endpoint, netip.AddrPort, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, target, err
@@ -239,8 +239,11 @@ func (c *Client) prepare(ctx context.Context, target netip.AddrPort) (*endpoint,
 	return e, netip.AddrPortFrom(addr, target.Port()), err
 }
 
-// Probe is Probe over the Client's shared socket; see the package function
-// for the results and Client for what differs.
+// Probe sends one Relay Discovery to target and waits up to timeout
+// (DefaultTimeout if not positive), or until ctx is done, for the matching
+// Relay Advertisement. It takes none of the relay's tunnel state, so it can
+// run often. A canceled ctx ends it with ResultError and an Err for which
+// errors.Is(Err, context.Canceled) holds: shutdown, not a relay fault.
 func (c *Client) Probe(ctx context.Context, target netip.AddrPort, timeout time.Duration) Reply {
 	e, target, err := c.prepare(ctx, target)
 	if err != nil {
@@ -272,10 +275,21 @@ func (c *Client) Probe(ctx context.Context, target netip.AddrPort, timeout time.
 	return Reply{Result: ResultTimeout}
 }
 
-// Handshake is Handshake over the Client's shared socket; see the package
-// function for the steps and results and Client for what differs. The
-// Request and the Teardown go out of the socket the Discovery used, so the
-// Query comes back to the endpoint the relay computed its MAC for.
+// Handshake checks that target takes tunnels, going one step further than
+// Probe: Relay Discovery to target, then a Request (P flag clear: IGMPv3)
+// to the advertised relay address on the target's port, which may differ
+// from the discovery address, and a Membership Query back with the
+// Request's nonce. ResultOK means a Query without the L flag arrived,
+// RFC 8777's definition of a connected relay; with L it is ResultLimit.
+//
+// timeout (DefaultTimeout if not positive) covers both steps together; ctx
+// can end the handshake early. The Request and the Teardown go out of the
+// socket the Discovery used, so the Query comes back to the endpoint the
+// relay computed its MAC for. If the relay set the G flag, a Teardown is
+// sent before returning (best effort) so that the handshake leaves no
+// tunnel behind; relays without G (amtrelayd) create no state for a
+// Request. Relays that do (the Linux driver) keep one until it ages out,
+// so handshakes should be rate-limited.
 func (c *Client) Handshake(ctx context.Context, target netip.AddrPort, timeout time.Duration) HandshakeReply {
 	e, target, err := c.prepare(ctx, target)
 	if err != nil {
@@ -337,8 +351,7 @@ func (c *Client) Handshake(ctx context.Context, target netip.AddrPort, timeout t
 	return h
 }
 
-// end finishes a handshake whose step got no reply, in the order Handshake
-// decides: an ICMP error, then cancellation, then junk, then silence.
+// end finishes a handshake whose step got no reply, in this order: an ICMP error, then cancellation, then junk, then silence.
 func (h HandshakeReply) end(ctx context.Context, p *inflight, silent Result) HandshakeReply {
 	switch {
 	case p.outcome == outFailed:

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,157 +112,60 @@ func responderProcess(b *testing.B, n int) []netip.AddrPort {
 	return nil
 }
 
-type handshaker func(context.Context, netip.AddrPort, time.Duration) amt.HandshakeReply
-
-// tally is what one round of handshakes cost the process.
-type tally struct {
-	cpu             time.Duration
-	mallocs, bytes  uint64
-	wall            time.Duration
-	handshakes, bad int64
-}
-
-func (t *tally) add(o tally) {
-	t.cpu += o.cpu
-	t.mallocs += o.mallocs
-	t.bytes += o.bytes
-	t.wall += o.wall
-	t.handshakes += o.handshakes
-	t.bad += o.bad
-}
-
-func measure(round func() (n, bad int64)) tally {
-	var m0, m1 runtime.MemStats
-	runtime.ReadMemStats(&m0)
-	c0, w0 := cputime.Process(), time.Now()
-	n, bad := round()
-	c1, w1 := cputime.Process(), time.Now()
-	runtime.ReadMemStats(&m1)
-	return tally{cpu: c1 - c0, wall: w1.Sub(w0), mallocs: m1.Mallocs - m0.Mallocs, bytes: m1.TotalAlloc - m0.TotalAlloc, handshakes: n, bad: bad}
-}
-
-// burstRound: every target once, with workers handshakes in flight, the
-// shape of a prober sweeping a large relay list.
-func burstRound(hs handshaker, targets []netip.AddrPort, workers int) (int64, int64) {
-	var next, bad atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(len(targets)) {
-					return
-				}
-				if h := hs(context.Background(), targets[i], 2*time.Second); h.Result != amt.ResultOK {
-					bad.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return int64(len(targets)), bad.Load()
-}
-
-// pacedRound: n handshakes started every interval, each on a goroutine of
-// its own, the shape of the plugin's health checks (200/s for 1,000
-// relays every 5 s).
-func pacedRound(hs handshaker, targets []netip.AddrPort, n int, interval time.Duration) (int64, int64) {
-	var bad atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range n {
-		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
-		wg.Go(func() {
-			if h := hs(context.Background(), targets[i%len(targets)], 2*time.Second); h.Result != amt.ResultOK {
-				bad.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	return int64(n), bad.Load()
-}
-
-// BenchmarkHandshakePerCallVsClient runs the package function Handshake
-// (a socket per call) and Client.Handshake (shared sockets) side by side,
-// alternating rounds, against 50 relays in a child process, so that the
-// CPU time (user+system, garbage collector included) is the prober's
-// alone. It reports CPU time, allocations and bytes per handshake for both
-// and their ratios, with and without what the benchmark's own goroutines
-// and timers cost (a round of handshakes that do nothing), and the share
-// of one core over the rounds: at the plugin's rate for "paced".
-//
-//	go test -run '^$' -bench HandshakePerCallVsClient -benchtime 3x ./amt/
-func BenchmarkHandshakePerCallVsClient(b *testing.B) {
-	relays := responderProcess(b, 50)
-	targets := make([]netip.AddrPort, 0, 20*len(relays))
-	for range 20 {
-		targets = append(targets, relays...)
+// BenchmarkProbeRound measures one health-check round of the prober's
+// default check: 1,000 handshakes (50 relays in a child process, each 20
+// times) with 64 in flight over one Client, the shape of a prober
+// sweeping a large relay list. cpu-ns/round is this process's CPU time
+// (user+system, garbage collector included): the prober's alone.
+func BenchmarkProbeRound(b *testing.B) {
+	const (
+		relays    = 50
+		perRelay  = 20
+		inFlight  = 64
+		handshake = 2 * time.Second
+	)
+	addrs := responderProcess(b, relays)
+	targets := make([]netip.AddrPort, 0, perRelay*len(addrs))
+	for range perRelay {
+		targets = append(targets, addrs...)
 	}
 	c := newClient(b)
-	b.Run("burst", func(b *testing.B) {
-		compareRounds(b, c, func(hs handshaker) func() (int64, int64) {
-			return func() (int64, int64) { return burstRound(hs, targets, 64) }
-		})
-	})
-	b.Run("paced", func(b *testing.B) {
-		compareRounds(b, c, func(hs handshaker) func() (int64, int64) {
-			return func() (int64, int64) { return pacedRound(hs, targets, 200, 5*time.Millisecond) }
-		})
-	})
-}
-
-// noopHandshake stands for a handshake that costs nothing, to measure what
-// the benchmark's own scheduling (goroutines, pacing timer) costs.
-func noopHandshake(context.Context, netip.AddrPort, time.Duration) amt.HandshakeReply {
-	return amt.HandshakeReply{Result: amt.ResultOK}
-}
-
-func compareRounds(b *testing.B, c *amt.Client, round func(handshaker) func() (int64, int64)) {
-	perCall, shared, driver := round(amt.Handshake), round(c.Handshake), round(noopHandshake)
-	// Warm both up: pools, maps and the relays' first Discoveries.
-	perCall()
-	shared()
-	var old, cur, base tally
-	i := 0
-	for b.Loop() {
-		// Alternate the order so that neither always runs after a GC
-		// the other left behind.
-		if i%2 == 0 {
-			old.add(measure(perCall))
-			cur.add(measure(shared))
-		} else {
-			cur.add(measure(shared))
-			old.add(measure(perCall))
+	var failed atomic.Int64
+	round := func() {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Go(func() {
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(len(targets)) {
+						return
+					}
+					if h := c.Handshake(context.Background(), targets[i], handshake); h.Result != amt.ResultOK {
+						failed.Add(1)
+					}
+				}
+			})
 		}
-		base.add(measure(driver))
-		i++
+		wg.Wait()
 	}
-	if old.bad+cur.bad > 0 {
-		b.Errorf("Handshakes not ok: %d per call, %d shared", old.bad, cur.bad)
+	round() // warm up pools, maps and the relays' first Discoveries
+	failed.Store(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cputime.Process()
+	for b.Loop() {
+		round()
 	}
-	per := func(v float64, t tally) float64 { return v / float64(t.handshakes) }
-	cpu := func(t tally) float64 { return per(float64(t.cpu.Nanoseconds()), t) }
-	allocs := func(t tally) float64 { return per(float64(t.mallocs), t) }
-	bytes := func(t tally) float64 { return per(float64(t.bytes), t) }
-	share := func(t tally) float64 { return 100 * float64(t.cpu) / float64(t.wall) }
-	b.ReportMetric(cpu(old), "percall-cpu-ns/hs")
-	b.ReportMetric(cpu(cur), "client-cpu-ns/hs")
-	b.ReportMetric(cpu(base), "driver-cpu-ns/hs")
-	b.ReportMetric(cpu(old)/cpu(cur), "cpu-ratio")
-	b.ReportMetric(allocs(old), "percall-allocs/hs")
-	b.ReportMetric(allocs(cur), "client-allocs/hs")
-	b.ReportMetric(bytes(old), "percall-B/hs")
-	b.ReportMetric(bytes(cur), "client-B/hs")
-	b.Logf("%d handshakes each. Per call: %.1f µs CPU, %.2f allocs, %.0f B, %.2f%% of a core. Client: %.1f µs CPU, %.2f allocs, %.0f B, %.2f%% of a core. "+
-		"Driver alone: %.1f µs, %.2f allocs. CPU ratio %.2fx (%.2fx without the driver), alloc ratio %.1fx (%.1fx without the driver).",
-		old.handshakes, cpu(old)/1e3, allocs(old), bytes(old), share(old), cpu(cur)/1e3, allocs(cur), bytes(cur), share(cur),
-		cpu(base)/1e3, allocs(base), cpu(old)/cpu(cur), (cpu(old)-cpu(base))/(cpu(cur)-cpu(base)),
-		allocs(old)/allocs(cur), (allocs(old)-allocs(base))/(allocs(cur)-allocs(base)))
+	cpu := cputime.Process() - cpu0
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/round")
+	b.ReportMetric(float64(failed.Load())/float64(b.N), "failed/round")
 }
+
+type handshaker func(context.Context, netip.AddrPort, time.Duration) amt.HandshakeReply
 
 // BenchmarkClientProbe and BenchmarkClientHandshake are one call at a time
-// against an in-process relay, for allocations per call; BenchmarkProbe and
-// BenchmarkHandshake are the package functions' counterparts.
+// against an in-process relay, for allocations per call.
 func BenchmarkClientProbe(b *testing.B) {
 	benchmarkSequential(b, func(c *amt.Client) handshaker {
 		return func(ctx context.Context, t netip.AddrPort, d time.Duration) amt.HandshakeReply {
@@ -275,10 +177,6 @@ func BenchmarkClientProbe(b *testing.B) {
 
 func BenchmarkClientHandshake(b *testing.B) {
 	benchmarkSequential(b, func(c *amt.Client) handshaker { return c.Handshake })
-}
-
-func BenchmarkHandshake(b *testing.B) {
-	benchmarkSequential(b, func(*amt.Client) handshaker { return amt.Handshake })
 }
 
 func benchmarkSequential(b *testing.B, hs func(*amt.Client) handshaker) {

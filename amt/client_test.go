@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,159 @@ import (
 	"github.com/amtdns/amtrelay/amt"
 	"github.com/amtdns/amtrelay/amt/amttest"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Short enough to keep the package fast, long enough for a loaded CI box to
+// answer on loopback.
+const (
+	okTimeout     = 5 * time.Second
+	silentTimeout = 200 * time.Millisecond
+)
+
+func startResponder(t *testing.T, addr string) *amttest.Responder {
+	t.Helper()
+	r, err := amttest.Start(addr)
+	if err != nil {
+		if addr[0] == '[' {
+			t.Skipf("No IPv6 loopback: %v", err)
+		}
+		t.Fatalf("Start(%q): %v", addr, err)
+	}
+	t.Cleanup(func() {
+		if err := r.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return r
+}
+
+// closedPort returns a loopback address nobody listens on. Another process
+// could grab the port in between; on loopback with ephemeral ports that is
+// rare enough for a test.
+func closedPort(t *testing.T, addr string) netip.AddrPort {
+	t.Helper()
+	r, err := amttest.Start(addr)
+	if err != nil {
+		t.Skipf("Cannot bind %s: %v", addr, err)
+	}
+	if err := r.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	return r.Addr()
+}
+
+func wantRefused(t *testing.T, rep amt.Reply) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		// Unconnected sockets see no ICMP errors there.
+		if rep.Result != amt.ResultTimeout {
+			t.Errorf("Got %v (%v), want timeout", rep.Result, rep.Err)
+		}
+		return
+	}
+	if rep.Result != amt.ResultRefused {
+		t.Errorf("Got %v (%v), want refused", rep.Result, rep.Err)
+	}
+}
+
+// fakeRelay answers the first Discovery it receives with each of msgs (built
+// from the received nonce) in order, from conn, then exits. It returns a
+// function that waits for it.
+func fakeRelay(t *testing.T, msgs func(nonce uint32) [][]byte) (netip.AddrPort, func()) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 64)
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		nonce, err := amt.ParseDiscovery(buf[:n])
+		if err != nil {
+			return
+		}
+		for _, m := range msgs(nonce) {
+			_, _ = conn.WriteToUDPAddrPort(m, from)
+		}
+	}()
+	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return addr, func() { conn.Close(); <-done }
+}
+
+func startRelay(t *testing.T, addr string, cfg amttest.Config) *amttest.Responder {
+	t.Helper()
+	r, err := amttest.StartConfig(addr, cfg)
+	if err != nil {
+		if addr[0] == '[' {
+			t.Skipf("No IPv6 loopback: %v", err)
+		}
+		t.Fatalf("StartConfig(%q): %v", addr, err)
+	}
+	t.Cleanup(func() {
+		if err := r.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return r
+}
+
+// waitUntil polls cond until it holds or 10 s pass: counters are bumped by
+// the responder's goroutine, possibly after the client saw the reply.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("Timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// scriptedRelay answers every Discovery with a correct Advertisement naming
+// itself, and every Request with each of replies(nonce) in order, until the
+// test ends.
+func scriptedRelay(t *testing.T, replies func(nonce uint32) [][]byte) netip.AddrPort {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 64)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if nonce, err := amt.ParseDiscovery(buf[:n]); err == nil {
+				_, _ = conn.WriteToUDPAddrPort(amt.AppendAdvertisement(nil, nonce, addr.Addr()), from)
+			} else if nonce, _, err := amt.ParseRequest(buf[:n]); err == nil {
+				for _, m := range replies(nonce) {
+					_, _ = conn.WriteToUDPAddrPort(m, from)
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return addr
+}
+
+var addr4 = netip.MustParseAddr("127.0.0.1")
 
 // newClient gives each test a Client of its own, so that the tests can run
 // in parallel without seeing each other's datagrams.
@@ -666,5 +820,13 @@ func TestClientProbeZonedTarget(t *testing.T) {
 	target := netip.AddrPortFrom(r.Addr().Addr().WithZone(zone), r.Addr().Port())
 	if h := c.Handshake(context.Background(), target, okTimeout); h.Result != amt.ResultOK || h.Ignored != 0 {
 		t.Errorf("Handshake(%v) = %v, %d ignored (%v), want ok", target, h.Result, h.Ignored, h.Err)
+	}
+}
+
+func TestHandshakeStepString(t *testing.T) {
+	for s, want := range map[amt.HandshakeStep]string{amt.StepDiscovery: "discovery", amt.StepRequest: "request", 9: "HandshakeStep(9)"} {
+		if s.String() != want {
+			t.Errorf("%d.String() = %q, want %q", s, s.String(), want)
+		}
 	}
 }

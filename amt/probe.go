@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"sync"
 	"syscall"
 	"time"
 )
 
-// Result classifies the outcome of one Probe or Handshake.
+// Result classifies the outcome of one Client.Probe or Client.Handshake.
 type Result uint8
 
 const (
@@ -63,7 +61,7 @@ func (r Result) String() string {
 	return fmt.Sprintf("Result(%d)", uint8(r))
 }
 
-// Reply is the outcome of one Probe.
+// Reply is the outcome of one Client.Probe.
 type Reply struct {
 	Result Result
 	// RTT from sending the Discovery to receiving the matching
@@ -86,104 +84,22 @@ type Reply struct {
 	Err error
 }
 
-// DefaultTimeout is used by Probe when it is given a non-positive timeout,
-// so that a probe can never wait forever.
+// DefaultTimeout is used by Client.Probe and Client.Handshake when they are
+// given a non-positive timeout, so that a probe can never wait forever.
 const DefaultTimeout = time.Second
 
-// maxReads bounds how many packets one probe reads. A relay sends exactly
-// one Advertisement, so anything beyond a handful is noise or a flood; the
-// bound keeps a flood from pinning a worker until the deadline.
+// maxReads bounds the datagrams charged to one step (Ignored) before it
+// gives up: a relay sends exactly one reply, so anything beyond a handful
+// is noise or a flood, which must not pin a prober until the deadline.
 const maxReads = 64
-
-// readBufLen is larger than the biggest valid Advertisement so that an
-// oversized datagram is seen as oversized (and rejected) instead of being
-// silently truncated into something that parses.
-const readBufLen = advertisementLen6 + 8
 
 // ErrInvalidTarget is reported in Reply.Err for a target without a usable
 // address or port.
 var ErrInvalidTarget = errors.New("amt: invalid probe target")
 
-// Probe sends one Relay Discovery with a fresh random non-zero nonce to
-// target and waits up to timeout, or until ctx is done, for a matching Relay
-// Advertisement. The Advertisement may come from any source address and
-// port: relays behind anycast, or bound to a wildcard address, do not always
-// answer from the address that was probed. The nonce is what ties the
-// answer to the probe.
-//
-// Each call uses its own unconnected UDP socket, closed before returning,
-// and leaves no goroutine behind.
-func Probe(ctx context.Context, target netip.AddrPort, timeout time.Duration) Reply {
-	if err := ctx.Err(); err != nil {
-		return Reply{Result: ResultError, Err: err}
-	}
-	addr := target.Addr().Unmap()
-	if !addr.IsValid() || target.Port() == 0 {
-		return Reply{Result: ResultError, Err: fmt.Errorf("%w: %v", ErrInvalidTarget, target)}
-	}
-	target = netip.AddrPortFrom(addr, target.Port())
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
-
-	conn, err := openSocket(addr)
-	if err != nil {
-		return Reply{Result: ResultError, Err: err}
-	}
-	defer conn.Close()
-
-	// The deadline must be in place before the context is watched,
-	// otherwise this call could overwrite the past deadline set by a
-	// cancellation that raced with it.
-	if err := conn.SetReadDeadline(budgetDeadline(ctx, timeout)); err != nil {
-		return Reply{Result: ResultError, Err: err}
-	}
-	defer wakeOnDone(ctx, conn)()
-
-	nonce := newNonce()
-	var buf [readBufLen]byte
-	start := time.Now()
-	if _, err := conn.WriteToUDPAddrPort(AppendDiscovery(buf[:0], nonce), target); err != nil {
-		return errorReply(err, 0)
-	}
-
-	ignored := 0
-	for range maxReads {
-		n, from, err := conn.ReadFromUDPAddrPort(buf[:])
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			return errorReply(err, ignored)
-		}
-		got, relay, perr := ParseAdvertisement(buf[:n])
-		if perr != nil || got != nonce {
-			ignored++
-			continue
-		}
-		return Reply{
-			Result:  ResultOK,
-			RTT:     time.Since(start),
-			Relay:   relay,
-			From:    from,
-			Ignored: ignored,
-		}
-	}
-
-	// A canceled context is reported as such rather than as a relay fault:
-	// the caller is going away and the relay has not had its full time.
-	if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return Reply{Result: ResultError, Ignored: ignored, Err: err}
-	}
-	if ignored > 0 {
-		return Reply{Result: ResultBadReply, Ignored: ignored}
-	}
-	return Reply{Result: ResultTimeout}
-}
-
-// openSocket opens the unconnected UDP socket of one exchange with a relay
-// at addr: wildcard address, ephemeral port, the family of addr, and ICMP
-// errors reported (setRecvErr) so that a closed port reads as refused.
+// openSocket opens an unconnected UDP socket for relays of addr's family
+// (a Client's endpoint, a Tunnel): wildcard address, ephemeral port, and
+// ICMP errors reported (setRecvErr) so that a closed port reads as refused.
 func openSocket(addr netip.Addr) (*net.UDPConn, error) {
 	network := "udp6"
 	if addr.Is4() {
@@ -209,31 +125,6 @@ func budgetDeadline(ctx context.Context, timeout time.Duration) time.Time {
 		deadline = d
 	}
 	return deadline
-}
-
-// wakeOnDone makes a read blocked on conn return as soon as ctx is done,
-// by moving the read deadline into the past. Callers that set deadlines
-// themselves must check ctx.Err() after each SetReadDeadline and before
-// reading, or a cancellation between the two would be overwritten. The
-// returned function stops watching and waits for a callback that has
-// already started, so that no goroutine outlives the caller.
-func wakeOnDone(ctx context.Context, conn *net.UDPConn) (stop func()) {
-	if ctx.Done() == nil {
-		return func() {}
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	stopWatch := context.AfterFunc(ctx, func() {
-		defer wg.Done()
-		// A deadline in the past wakes the blocked read at once.
-		_ = conn.SetReadDeadline(time.Unix(1, 0))
-	})
-	return func() {
-		if stopWatch() {
-			wg.Done()
-		}
-		wg.Wait()
-	}
 }
 
 // errorReply maps a socket error to a Reply. ECONNREFUSED can only come from

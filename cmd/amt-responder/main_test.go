@@ -80,7 +80,7 @@ func TestRunAnswersAndExitsZero(t *testing.T) {
 		if adv[i] != a.Addr().String() {
 			t.Errorf("Listen %v advertises %s, want its own address", a, adv[i])
 		}
-		rep := amt.Probe(context.Background(), a, 5*time.Second)
+		rep := newClient(t).Probe(context.Background(), a, 5*time.Second)
 		if rep.Result != amt.ResultOK || rep.Relay != a.Addr() {
 			t.Errorf("Probe(%v) = %v relay %v (%v)", a, rep.Result, rep.Relay, rep.Err)
 		}
@@ -105,7 +105,7 @@ func TestRunAdvertiseAndMode(t *testing.T) {
 	if adv[0] != "192.0.2.10" {
 		t.Errorf("Start line advertises %s, want 192.0.2.10", adv[0])
 	}
-	rep := amt.Probe(context.Background(), addrs[0], 5*time.Second)
+	rep := newClient(t).Probe(context.Background(), addrs[0], 5*time.Second)
 	if rep.Result != amt.ResultOK || rep.Relay != netip.MustParseAddr("192.0.2.10") || rep.From == addrs[0] {
 		t.Errorf("Probe = %v relay %v from %v (%v)", rep.Result, rep.Relay, rep.From, rep.Err)
 	}
@@ -132,7 +132,7 @@ func TestRunBindFailure(t *testing.T) {
 func TestRunRelayFlags(t *testing.T) {
 	addrs, _, stop := startRun(t, "-listen", "127.0.0.1:0", "-qqic", "3s", "-gateway-timeout", "500ms", "-gateway-field")
 	defer stop()
-	h := amt.Handshake(context.Background(), addrs[0], 5*time.Second)
+	h := newClient(t).Handshake(context.Background(), addrs[0], 5*time.Second)
 	if h.Result != amt.ResultOK || h.Query.QQI != 3*time.Second || !h.Query.Gateway.IsValid() {
 		t.Errorf("Handshake = %v, query %+v (%v); want ok with QQI 3s and G", h.Result, h.Query, h.Err)
 	}
@@ -167,7 +167,7 @@ func TestRunEveryMode(t *testing.T) {
 func TestRunLimitMode(t *testing.T) {
 	addrs, _, stop := startRun(t, "-listen", "127.0.0.1:0", "-mode", "limit")
 	defer stop()
-	if h := amt.Handshake(context.Background(), addrs[0], 5*time.Second); h.Result != amt.ResultLimit {
+	if h := newClient(t).Handshake(context.Background(), addrs[0], 5*time.Second); h.Result != amt.ResultLimit {
 		t.Errorf("Handshake = %v (%v), want limit", h.Result, h.Err)
 	}
 }
@@ -240,4 +240,15 @@ func TestRunBeacon(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// newClient is the gateway side of these tests, closed when the test ends.
+func newClient(t *testing.T) *amt.Client {
+	t.Helper()
+	c, err := amt.NewClient()
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -180,7 +180,8 @@ type env struct {
 	shuffle     func(n int, swap func(i, j int))
 	stagger     time.Duration
 	after       func(time.Duration) <-chan time.Time
-	handshake   handshakeFunc
+	// handshake, if set, replaces the handshakes of an amt.Client.
+	handshake handshakeFunc
 	// dnsTimeout, if set, replaces -timeout for DNS exchanges.
 	dnsTimeout time.Duration
 	udpSize    uint16
@@ -198,7 +199,6 @@ func defaultEnv() env {
 		shuffle:     rand.Shuffle,
 		stagger:     defaultStagger,
 		after:       time.After,
-		handshake:   amt.Handshake,
 		udpSize:     1232, // the DNS flag day 2020 figure: no fragmentation
 		poll:        defaultPoll,
 	}
@@ -357,7 +357,20 @@ func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	for i, c := range cands {
 		targets[i] = e.relayTarget(c.Addr)
 	}
-	rc := racer{handshake: e.handshake, timeout: o.timeout, stagger: e.stagger, after: e.after}
+	handshake := e.handshake
+	if handshake == nil {
+		client, err := amt.NewClient()
+		if err != nil {
+			// No socket at all: every attempt fails with the reason.
+			handshake = func(context.Context, netip.AddrPort, time.Duration) amt.HandshakeReply {
+				return amt.HandshakeReply{Result: amt.ResultError, Err: err}
+			}
+		} else {
+			defer client.Close()
+			handshake = client.Handshake
+		}
+	}
+	rc := racer{handshake: handshake, timeout: o.timeout, stagger: e.stagger, after: e.after}
 	r.began = time.Now()
 	attempts, winner := rc.race(ctx, cands, targets)
 

@@ -9,7 +9,7 @@ import (
 	"github.com/amtdns/amtrelay/amt"
 )
 
-// fakeRelays stands in for amt.Handshake: each target's handshake starts
+// fakeRelays stands in for amt.Client.Handshake: each target's handshake starts
 // (reported on started), then returns what the test sends on its channel,
 // or a cancelled result when the race's context ends first, as the real
 // one does.
