@@ -12,27 +12,15 @@ import (
 // Counters live in package-level vectors, as in every in-tree plugin: they must keep counting
 // across Corefile reloads. The series of a relay or zone go when no running instance has it.
 var (
-	requestsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: pluginName,
-		Name:      "requests_total",
-		Help:      "Queries inside the plugin's zones, by query type and what the plugin did with them.",
-	}, []string{"server", "zone", "type", "result"})
-
-	relayTransitions = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: pluginName,
-		Name:      "relay_transitions_total",
-		Help:      "Relay state changes, by the state entered (up or down).",
-	}, []string{"relay", "to"})
-
-	probesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: pluginName,
-		Name:      "probes_total",
-		Help:      "Probes of relay addresses, by outcome (ok, timeout, refused, bad_reply, limit, no_query, error).",
-	}, []string{"relay", "result"})
-
+	requestsTotal = counter("requests_total",
+		"Queries inside the plugin's zones, by query type and what the plugin did with them.",
+		"server", "zone", "type", "result")
+	relayTransitions = counter("relay_transitions_total",
+		"Relay state changes, by the state entered (up or down).",
+		"relay", "to")
+	probesTotal = counter("probes_total",
+		"Probes of relay addresses, by outcome (ok, timeout, refused, bad_reply, limit, no_query, error).",
+		"relay", "result")
 	probeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: pluginName,
@@ -40,28 +28,21 @@ var (
 		Help:      "Round-trip time of successful probes: Relay Discovery to Membership Query (or to Relay Advertisement with handshake discovery).",
 		Buckets:   plugin.TimeBuckets,
 	}, []string{"relay"})
-
-	canaryPackets = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: pluginName,
-		Name:      "canary_packets_total",
-		Help:      "Multicast Data packets of the canary's channel received through the relay.",
-	}, []string{"relay", "canary"})
-
-	relayAnswers = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: pluginName,
-		Name:      "relay_answers_total",
-		Help:      "Answers that included the relay, by any of its addresses or names.",
-	}, []string{"relay"})
-
-	tableReloads = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: pluginName,
-		Name:      "table_reloads_total",
-		Help:      "Loads of a changed sources file after start-up, by result (success or error); an error is counted once while it repeats.",
-	}, []string{"result"})
+	canaryPackets = counter("canary_packets_total",
+		"Multicast Data packets of the canary's channel received through the relay.",
+		"relay", "canary")
+	relayAnswers = counter("relay_answers_total",
+		"Answers that included the relay, by any of its addresses or names.",
+		"relay")
+	tableReloads = counter("table_reloads_total",
+		"Loads of a changed sources file after start-up, by result (success or error); an error is counted once while it repeats.",
+		"result")
 )
+
+// counter is a counter vector of the plugin, registered where CoreDNS's metrics are.
+func counter(name, help string, labels ...string) *prometheus.CounterVec {
+	return promauto.NewCounterVec(prometheus.CounterOpts{Namespace: plugin.Namespace, Subsystem: pluginName, Name: name, Help: help}, labels)
+}
 
 // typeLabel bounds the type label of requests_total to the types the plugin answers.
 func typeLabel(qtype uint16) string {
@@ -94,39 +75,42 @@ func deleteZoneSeries(zone string) {
 // when a reload removes a relay.
 type stateCollector struct{}
 
+// stateDescs is what stateCollector exports: each state call adds one.
+var stateDescs []*prometheus.Desc
+
+func state(name, help string, labels ...string) *prometheus.Desc {
+	d := prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, name), help, labels, nil)
+	stateDescs = append(stateDescs, d)
+	return d
+}
+
 var (
-	relayUpDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "relay_up"),
-		"1 while at least one address of the relay passes its health check, else 0.", []string{"relay"}, nil)
-	sourcesDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "sources"),
-		"Source prefixes in the connectivity tables in service, inline and from sources files.", nil, nil)
-	canaryUpDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "canary_up"),
-		"1 while data of the canary's channel comes through some address of the relay, else 0.", []string{"relay", "canary"}, nil)
-	adminStateDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "relay_admin_state"),
-		"1 for the admin state the relay is in: auto (follows its probes), drain, down or up.", []string{"relay", "state"}, nil)
-	signaturesDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "dnssec_signatures_total"),
-		"Signatures computed for answers (cache misses times signing keys), since the Corefile in service was loaded.", nil, nil)
-	signatureHitsDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "dnssec_cache_hits_total"),
-		"Answers signed from the signature cache, since the Corefile in service was loaded.", nil, nil)
-	bgpSessionUpDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "bgp_session_up"),
-		"1 while the BGP session with the neighbor is established, else 0.", []string{"neighbor"}, nil)
-	bgpPrefixesDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "bgp_prefixes"),
-		"Best routes learned from the neighbor in the family, in the table.", []string{"neighbor", "family"}, nil)
-	lastReloadDesc = prometheus.NewDesc(prometheus.BuildFQName(plugin.Namespace, pluginName, "table_last_reload_timestamp_seconds"),
-		"Unix time of the last successful load of a sources file, start-up included.", nil, nil)
+	relayUpDesc = state("relay_up",
+		"1 while at least one address of the relay passes its health check, else 0.", "relay")
+	sourcesDesc = state("sources",
+		"Source prefixes in the connectivity tables in service, inline and from sources files.")
+	canaryUpDesc = state("canary_up",
+		"1 while data of the canary's channel comes through some address of the relay, else 0.", "relay", "canary")
+	adminStateDesc = state("relay_admin_state",
+		"1 for the admin state the relay is in: auto (follows its probes), drain, down or up.", "relay", "state")
+	signaturesDesc = state("dnssec_signatures_total",
+		"Signatures computed for answers (cache misses times signing keys), since the Corefile in service was loaded.")
+	signatureHitsDesc = state("dnssec_cache_hits_total",
+		"Answers signed from the signature cache, since the Corefile in service was loaded.")
+	bgpSessionUpDesc = state("bgp_session_up",
+		"1 while the BGP session with the neighbor is established, else 0.", "neighbor")
+	bgpPrefixesDesc = state("bgp_prefixes",
+		"Best routes learned from the neighbor in the family, in the table.", "neighbor", "family")
+	lastReloadDesc = state("table_last_reload_timestamp_seconds",
+		"Unix time of the last successful load of a sources file, start-up included.")
 )
 
 func init() { prometheus.MustRegister(stateCollector{}) }
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- relayUpDesc
-	ch <- canaryUpDesc
-	ch <- adminStateDesc
-	ch <- sourcesDesc
-	ch <- signaturesDesc
-	ch <- signatureHitsDesc
-	ch <- lastReloadDesc
-	ch <- bgpSessionUpDesc
-	ch <- bgpPrefixesDesc
+	for _, d := range stateDescs {
+		ch <- d
+	}
 }
 
 func (stateCollector) Collect(ch chan<- prometheus.Metric) {
