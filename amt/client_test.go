@@ -289,7 +289,9 @@ func TestClientProbeBadReply(t *testing.T) {
 			t.Parallel()
 			r := startResponder(t, "127.0.0.1:0")
 			r.SetMode(m)
-			// As probeBadReply: a timeout only means the junk was late.
+			// Junk keeps a probe waiting to its deadline, so the first try
+			// is short; a timeout only means the junk came late (a loaded
+			// machine), and is tried again longer.
 			var rep amt.Reply
 			for _, timeout := range []time.Duration{250 * time.Millisecond, time.Second, 4 * time.Second} {
 				if rep = c.Probe(context.Background(), r.Addr(), timeout); rep.Result != amt.ResultTimeout {
