@@ -147,14 +147,37 @@ func (p *prober) canarySweep(ctx context.Context, active []*canaryJoin, later []
 		case j := <-joined:
 			active = append(active, j)
 		case now := <-t.C:
-			for _, j := range active {
+			for i, j := range active {
 				if ctx.Err() != nil {
 					return // stopping need not wait for a whole sweep
 				}
 				p.checkCanaries(j, now.Sub(j.since) >= p.hc.interval*9/10)
+				active[i] = p.followName(j)
 			}
 		}
 	}
+}
+
+// followName moves the canaries of a check whose target is a name to the tunnel of the name's first
+// address, when the last lookup (the probes look it up every interval) found another one: a
+// renumbered relay keeps its canaries. Until the new tunnel carries them, they stay where they are.
+func (p *prober) followName(j *canaryJoin) *canaryJoin {
+	first := j.c.firstAddr.Load()
+	if j.c.target.addr.IsValid() || first == nil || *first == j.st.target {
+		return j
+	}
+	st, err := acquireTunnel(*first, p.tunnelOptions())
+	if err != nil {
+		log.Errorf("relay %s: canaries stay on %s: no tunnel to %s, where %s now points: %v", j.c.relay.name, j.st.target, *first, j.c.target.host, err)
+		return j
+	}
+	moved := p.joinCanaries(j.c, st)
+	if moved == nil {
+		return j
+	}
+	log.Infof("relay %s: canaries moved from %s to %s, where %s now points", j.c.relay.name, j.st.target, *first, j.c.target.host)
+	p.leaveCanaries(j)
+	return moved
 }
 
 // joinCanariesNow joins the canaries of every check whose target is an address, before the instance

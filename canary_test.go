@@ -1,11 +1,13 @@
 package amtrelay
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,5 +335,54 @@ func TestHandshakeModes(t *testing.T) {
 				t.Errorf("Expected the transition log to name the step, got %q", logs)
 			}
 		})
+	}
+}
+
+// A relay whose probe name moves to another address (renumbering, the reason relays are named)
+// takes its canaries along: they follow the name's lookups to the new address's tunnel.
+func TestCanaryFollowsProbeName(t *testing.T) {
+	old := startResponder(t, "127.0.0.93:0")
+	port := old.Addr().Port()
+	renumbered, err := amttest.Start(fmt.Sprintf("127.0.0.94:%d", port))
+	if err != nil {
+		t.Skipf("No second relay on port %d: %v", port, err)
+	}
+	t.Cleanup(func() { renumbered.Stop() })
+	b := startBeacon(t, old)
+	a := newTestPlugin(t, fmt.Sprintf(`amtrelay in-addr.arpa {
+	relay r1 192.0.2.1 probe relay.test:%d
+	source 198.51.100.0/24 r1
+	canary 198.51.100.0/24 %s %s
+	health_check 200ms timeout 100ms fails 2 rises 2
+}`, port, beaconSource, beaconGroup))
+	var points atomic.Pointer[netip.Addr]
+	at := old.Addr().Addr()
+	points.Store(&at)
+	a.prober.lookup = func(context.Context, string) ([]netip.Addr, error) { return []netip.Addr{*points.Load()}, nil }
+	a.start()
+	t.Cleanup(func() { a.stop() })
+	canaryOn := func(r *amttest.Responder) func() (bool, string) {
+		return func() (bool, string) {
+			_, canaries := a.health.last(0)
+			canaryTunnels.Lock()
+			_, tunnel := canaryTunnels.byTarget[r.Addr()]
+			canaryTunnels.Unlock()
+			return canaries[0].ok && tunnel, fmt.Sprintf("canary %+v, tunnel to %v: %v", canaries[0], r.Addr(), tunnel)
+		}
+	}
+	eventually(t, "the canary up through the first address", 5*time.Second, canaryOn(old))
+
+	at = renumbered.Addr().Addr()
+	points.Store(&at)
+	b.set(renumbered)
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the canary up through the name's new address", 5*time.Second, canaryOn(renumbered))
+	canaryTunnels.Lock()
+	_, stale := canaryTunnels.byTarget[old.Addr()]
+	canaryTunnels.Unlock()
+	if stale {
+		t.Errorf("The tunnel to the old address %v is still held", old.Addr())
 	}
 }

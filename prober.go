@@ -86,8 +86,11 @@ type check struct {
 	ids    []int // endpoint ids
 	target probeTarget
 	// cut is the number of addresses the target's name had when it was last reported as too many,
-	// so that the report is made once, not every round.
-	cut int
+	// so that the report is made once, not every round (the probe and the canary sweep look up).
+	cut atomic.Int64
+	// firstAddr is the first address of the target's name at its last lookup: where the check's
+	// canary tunnel belongs (nil until a lookup succeeds; unused for an address target).
+	firstAddr atomic.Pointer[netip.AddrPort]
 }
 
 func newProber(cfg *config, h *relayHealth) *prober {
@@ -322,8 +325,7 @@ func (p *prober) targets(ctx context.Context, c *check) ([]netip.AddrPort, error
 		return nil, &net.DNSError{Err: "no addresses", Name: c.target.host, IsNotFound: true}
 	}
 	if len(addrs) > maxProbeAddrs {
-		if c.cut != len(addrs) {
-			c.cut = len(addrs)
+		if c.cut.Swap(int64(len(addrs))) != int64(len(addrs)) {
 			log.Warningf("relay %s: %s has %d addresses, probing the first %d (%s to %s)", c.relay.name,
 				c.target.host, len(addrs), maxProbeAddrs, addrs[0], addrs[maxProbeAddrs-1])
 		}
@@ -333,6 +335,7 @@ func (p *prober) targets(ctx context.Context, c *check) ([]netip.AddrPort, error
 	for i, a := range addrs {
 		targets[i] = netip.AddrPortFrom(a, c.target.port)
 	}
+	c.firstAddr.Store(&targets[0])
 	return targets, nil
 }
 

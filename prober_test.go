@@ -410,3 +410,33 @@ func TestSweep(t *testing.T) {
 	}
 	t.Logf("%d launches in %d sweeps over %v", len(all), sweeps, elapsed.Round(time.Millisecond))
 }
+
+// The probes and the canary sweep look a check's name up at the same time; a name with too many
+// addresses is reported by whichever comes first (run under -race: the report's bookkeeping is
+// shared).
+func TestTargetsLookedUpConcurrently(t *testing.T) {
+	a := newTestPlugin(t, "amtrelay in-addr.arpa {\nrelay r1 192.0.2.1 probe relays.example.net:2268\nsource 198.51.100.0/24 r1\n}")
+	a.prober.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		addrs := make([]netip.Addr, maxProbeAddrs+4)
+		for i := range addrs {
+			addrs[i] = netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})
+		}
+		return addrs, nil
+	}
+	c := a.prober.checks[0]
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if targets, err := a.prober.targets(context.Background(), c); err != nil || len(targets) != maxProbeAddrs {
+				t.Errorf("targets: %d, %v; want the first %d", len(targets), err, maxProbeAddrs)
+			}
+		})
+	}
+	wg.Wait()
+	if got := c.cut.Load(); got != maxProbeAddrs+4 {
+		t.Errorf("cut = %d, want %d", got, maxProbeAddrs+4)
+	}
+	if first := c.firstAddr.Load(); first == nil || *first != netip.MustParseAddrPort("192.0.2.1:2268") {
+		t.Errorf("firstAddr = %v, want 192.0.2.1:2268", first)
+	}
+}
