@@ -9,6 +9,7 @@ import (
 	"github.com/amtdns/amtrelay/revname"
 	"github.com/amtdns/amtrelay/sign"
 
+	"github.com/coredns/coredns/plugin/pkg/dnsutil"
 	"github.com/miekg/dns"
 )
 
@@ -274,7 +275,7 @@ func (cfg *config) soa(apex string) dns.RR {
 	return &dns.SOA{
 		Hdr:     dns.RR_Header{Name: apex, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: cfg.ttl},
 		Ns:      mname,
-		Mbox:    "hostmaster." + apex,
+		Mbox:    dnsutil.Join("hostmaster", apex),
 		Serial:  cfg.serial,
 		Refresh: 7200,
 		Retry:   1800,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -251,6 +252,46 @@ func TestApexSOAAndNS(t *testing.T) {
 	}
 	if slices.Sort(ns); strings.Join(ns, " ") != "ns1.example.net. ns2.example.net." {
 		t.Fatalf("Unexpected NS answer %v", r.msg.Answer)
+	}
+}
+
+// The usual `.:53` block makes the root the plugin's zone, so a negative answer at rev(S) carries
+// the root's SOA, whose RNAME must still be a name that packs: "hostmaster.", not "hostmaster..".
+func TestRootZoneNegativeAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		admin, allDown string
+		soaTTL         uint32
+	}{
+		{"* down\n", "nodata", 0},
+		{"* drain\n", "serve", 30},
+	} {
+		t.Run(tc.admin[:len(tc.admin)-1], func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "admin.txt")
+			writeFile(t, path, tc.admin)
+			s := startServer(t, `.:0 {
+	bind 127.0.0.1
+	amtrelay {
+		relay a 192.0.2.1
+		source 198.51.100.0/24 a
+		admin `+path+`
+		health_check off
+		all_down `+tc.allDown+`
+	}
+}`)
+			for _, proto := range []string{"udp", "tcp"} {
+				r := s.query(t, proto, revS, dns.TypeAMTRELAY)
+				rcode, aa, _, sec := r.sections(t)
+				if rcode != dns.RcodeSuccess || !aa || len(sec[0]) != 0 {
+					t.Fatalf("%s: rcode %s, AA %v, %d answers; want NOERROR, AA, none", proto, dns.RcodeToString[rcode], aa, len(sec[0]))
+				}
+				if len(sec[1]) != 1 || sec[1][0].rtype != dns.TypeSOA || sec[1][0].name != "." || sec[1][0].ttl != tc.soaTTL {
+					t.Fatalf("%s: expected the root's SOA with TTL %d in authority, got %v", proto, tc.soaTTL, sec[1])
+				}
+				if soa := r.msg.Ns[0].(*dns.SOA); soa.Ns != "." || soa.Mbox != "hostmaster." {
+					t.Errorf("%s: SOA MNAME %q RNAME %q, want \".\" and \"hostmaster.\"", proto, soa.Ns, soa.Mbox)
+				}
+			}
+		})
 	}
 }
 
