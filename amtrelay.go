@@ -133,6 +133,8 @@ func (a *AMTRelay) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 		return m.Rcode, nil
 	case a.cfg.handOn(res):
 		return plugin.NextOrFailure(a.Name(), a.Next, ctx, w, r)
+	case res == resultRefused:
+		return dns.RcodeRefused, nil
 	}
 	return dns.RcodeServerFailure, nil
 }

@@ -22,10 +22,11 @@ const (
 	resultNXDomain           // NXDOMAIN, SOA in authority
 	resultAllDown            // every relay of the source is down: the all_down policy answered
 	resultFallthrough        // handed to the next plugin
+	resultRefused            // a zone transfer: REFUSED, nothing to transfer
 	numResults
 )
 
-var resultNames = [numResults]string{"answer", "nodata", "nxdomain", "all_down", "fallthrough"}
+var resultNames = [numResults]string{"answer", "nodata", "nxdomain", "all_down", "fallthrough", "refused"}
 
 func (r result) String() string { return resultNames[r] }
 
@@ -76,7 +77,8 @@ func matchZone(zones []string, qname string) string {
 
 // answer decides what to do with r, a class IN query inside zone, from the table and the relay
 // states of v. It returns the reply to write; or nil, when cfg.handOn says so of the result, to
-// hand r to the next plugin, and nil otherwise for SERVFAIL (the all_down servfail policy). The
+// hand r to the next plugin, with resultRefused for REFUSED, and nil otherwise for SERVFAIL (the
+// all_down servfail policy). The
 // endpoints whose records the reply carries are appended to picked, which is returned. It only
 // reads its arguments.
 func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) (*dns.Msg, result, []*endpoint) {
@@ -86,12 +88,17 @@ func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) 
 		return nil, resultFallthrough, picked
 	}
 	relays, found := v.relaysFor(src)
+	// rev(S) may be served by a zone further down the chain; L.rev(S) was delegated to us, so a
+	// miss there is authoritative unless the operator chains another server with fallthrough.
+	if !found && (kind == nameReverse || cfg.fall.Through(q.Name)) {
+		return nil, resultFallthrough, picked
+	}
+	// Each L.<rev(S)> is a zone of its own, synthesized from relay health: there is nothing to
+	// transfer, and an empty NOERROR would look like a transfer of an empty zone (RFC 5936 §2.2.1).
+	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		return nil, resultRefused, picked
+	}
 	if !found {
-		// rev(S) may be served by a zone further down the chain; L.rev(S) was delegated to us, so a
-		// miss there is authoritative unless the operator chains another server with fallthrough.
-		if kind == nameReverse || cfg.fall.Through(q.Name) {
-			return nil, resultFallthrough, picked
-		}
 		// A signed apex exists whatever the table says (its DNSKEY, SOA and NSEC prove it): a
 		// source this network does not serve has no relays there, not no name.
 		if kind != nameApex || cfg.dnssec == nil {

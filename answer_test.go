@@ -295,6 +295,39 @@ func TestRootZoneNegativeAnswers(t *testing.T) {
 	}
 }
 
+// L.<rev(S)> zones are synthesized: a transfer at or below one is refused, as the file plugin
+// refuses transfers it is not configured for, and not answered with an empty authoritative NOERROR.
+// rev(S) is not the plugin's zone, so a transfer there goes to the next plugin as before.
+func TestZoneTransfersRefused(t *testing.T) {
+	s := startServer(t, answerCorefile)
+	refused := func() (n float64) {
+		for k, v := range series(t, "coredns_amtrelay_requests_total") {
+			if strings.Contains(k, "result=refused") {
+				n += v
+			}
+		}
+		return n
+	}
+	before := refused()
+	names := []string{apexS, "AMT." + revS, "x." + apexS, apexV6, "amt.99.2.0.192.in-addr.arpa."}
+	for _, qtype := range []uint16{dns.TypeAXFR, dns.TypeIXFR} {
+		for _, name := range names {
+			r := s.query(t, "tcp", name, qtype)
+			rcode, aa, _, sec := r.sections(t)
+			if rcode != dns.RcodeRefused || aa || len(sec[0])+len(sec[1]) != 0 {
+				t.Errorf("%s %s: rcode %s, AA %v, sections %v; want REFUSED without AA or records",
+					dns.TypeToString[qtype], name, dns.RcodeToString[rcode], aa, sec)
+			}
+		}
+		if r := s.query(t, "tcp", revS, qtype); !r.fellThrough() {
+			t.Errorf("%s at rev(S): expected whoami to answer, got %v", dns.TypeToString[qtype], r.msg)
+		}
+	}
+	if got, want := refused()-before, float64(2*len(names)); got != want {
+		t.Errorf("Expected requests_total{result=\"refused\"} to grow by %v, got %v", want, got)
+	}
+}
+
 // A and AAAA answers list lower precedence first and rotate relays of equal precedence, so that a
 // gateway taking the first address spreads over equally preferred relays.
 func TestAddressOrder(t *testing.T) {
