@@ -229,7 +229,12 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 				if _, ok := dns.IsDomainName(ns); !ok || ns == "." {
 					return nil, c.Errf("nameserver %q is not a domain name", ns)
 				}
-				cfg.nameservers = append(cfg.nameservers, strings.ToLower(dns.Fqdn(ns)))
+				fqdn := strings.ToLower(dns.Fqdn(ns))
+				// An NS RRset holds each name once (RFC 2181 §5).
+				if slices.Contains(cfg.nameservers, fqdn) {
+					return nil, c.Errf("nameserver %s listed twice", fqdn)
+				}
+				cfg.nameservers = append(cfg.nameservers, fqdn)
 			}
 		case "health_check":
 			hc, err := parseHealthCheck(c)

@@ -213,6 +213,8 @@ func TestParseErrors(t *testing.T) {
 		{"ttl no arg", "amtrelay {\n" + good + "ttl\n}", "Wrong argument count", 4},
 		{"nameserver none", "amtrelay {\n" + good + "nameserver\n}", "Wrong argument count", 4},
 		{"nameserver bad", "amtrelay {\n" + good + "nameserver a..b\n}", "not a domain name", 4},
+		{"nameserver twice", "amtrelay {\n" + good + "nameserver ns1.example.net ns2.example.net ns1.example.net.\n}", "nameserver ns1.example.net. listed twice", 4},
+		{"nameserver twice in another case", "amtrelay {\n" + good + "nameserver ns1.example.net NS1.Example.Net\n}", "nameserver ns1.example.net. listed twice", 4},
 		{"health no args", "amtrelay {\n" + good + "health_check\n}", "Wrong argument count", 4},
 		{"health negative interval", "amtrelay {\n" + good + "health_check -5s\n}", "shorter than the minimum 100ms", 4},
 		{"health zero interval", "amtrelay {\n" + good + "health_check 0s\n}", "shorter than the minimum 100ms", 4},
