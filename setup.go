@@ -1063,8 +1063,8 @@ func parseHealthCheck(c *caddy.Controller) (healthCheck, error) {
 			return hc, c.Errf("health_check: unknown option %q", opt)
 		}
 	}
-	if !timeoutSet && hc.timeout >= hc.interval {
-		hc.timeout = hc.interval / 2
+	if !timeoutSet {
+		hc.timeout = min(defaultTimeout, hc.interval/2)
 	}
 	if hc.timeout >= hc.interval {
 		return hc, c.Errf("health_check timeout %v must be shorter than the interval %v", hc.timeout, hc.interval)

@@ -156,18 +156,30 @@ func TestParseHealthCheckBounds(t *testing.T) {
 	}
 }
 
-func TestParseShortIntervalShrinksDefaultTimeout(t *testing.T) {
-	c := caddy.NewTestController("dns", `amtrelay {
-		relay r1 192.0.2.1
-		source 198.51.100.0/24 r1
-		health_check 500ms
-	}`)
-	cfg, err := parse(c)
-	if err != nil {
-		t.Fatalf("Unexpected error: %v", err)
-	}
-	if cfg.health.timeout != 250*time.Millisecond {
-		t.Errorf("Expected the default timeout to shrink to half the interval, got %v", cfg.health.timeout)
+// Without a timeout option a probe gets 1s, or half the interval if that is shorter, as the README
+// says; between 1s and 2s it is the half.
+func TestParseDefaultTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		health string
+		want   time.Duration
+	}{
+		{"health_check 100ms", 50 * time.Millisecond},
+		{"health_check 500ms", 250 * time.Millisecond},
+		{"health_check 1s", 500 * time.Millisecond},
+		{"health_check 1500ms", 750 * time.Millisecond},
+		{"health_check 1900ms", 950 * time.Millisecond},
+		{"health_check 2s", time.Second},
+		{"health_check 1m", time.Second},
+		{"health_check 1500ms timeout 1s", time.Second},
+	} {
+		c := caddy.NewTestController("dns", "amtrelay {\nrelay r1 192.0.2.1\nsource 198.51.100.0/24 r1\n"+tc.health+"\n}")
+		cfg, err := parse(c)
+		if err != nil {
+			t.Fatalf("%s: unexpected error: %v", tc.health, err)
+		}
+		if cfg.health.timeout != tc.want {
+			t.Errorf("%s: timeout %v, want %v", tc.health, cfg.health.timeout, tc.want)
+		}
 	}
 }
 
