@@ -146,10 +146,8 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 	}
 
 	zoneArgs := c.RemainingArgs()
-	for _, z := range zoneArgs {
-		if _, ok := dns.IsDomainName(z); !ok || len(plugin.Host(z).NormalizeExact()) == 0 {
-			return nil, c.Errf("invalid zone %q", z)
-		}
+	if err := checkZones(c, "", zoneArgs); err != nil {
+		return nil, err
 	}
 	cfg.zones = plugin.OriginsFromArgsOrServerBlock(zoneArgs, c.ServerBlockKeys)
 
@@ -253,7 +251,11 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 			}
 			cfg.allDown = p
 		case "fallthrough":
-			cfg.fall.SetZonesFromArgs(c.RemainingArgs())
+			args := c.RemainingArgs()
+			if err := checkZones(c, "fallthrough: ", args); err != nil {
+				return nil, err
+			}
+			cfg.fall.SetZonesFromArgs(args)
 		case "canary":
 			cn, err := parseCanary(c)
 			if err != nil {
@@ -839,6 +841,22 @@ func parseSize(s string) (int64, error) {
 		return 0, errors.New("want a positive number of bytes, with K, M or G for KiB, MiB, GiB")
 	}
 	return n * mult, nil
+}
+
+// checkZones rejects zone arguments that would never match: names that are not domain names, and
+// text with a '/' that is no CIDR prefix, which plugin.Host would take for a domain name.
+func checkZones(c *caddy.Controller, prop string, zones []string) error {
+	for _, z := range zones {
+		if strings.Contains(z, "/") {
+			if _, _, err := net.ParseCIDR(z); err != nil {
+				return c.Errf("%sinvalid zone %q: a '/' makes it a CIDR prefix, and it is not one", prop, z)
+			}
+		}
+		if _, ok := dns.IsDomainName(z); !ok || len(plugin.Host(z).NormalizeExact()) == 0 {
+			return c.Errf("%sinvalid zone %q", prop, z)
+		}
+	}
+	return nil
 }
 
 // lineErr formats an error the way the caddy dispenser does, for errors found after the block was read.

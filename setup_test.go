@@ -195,6 +195,10 @@ func TestParseErrors(t *testing.T) {
 		{"no relay", "amtrelay {\nsource 198.51.100.0/24 r1\n}", "no relay defined", 0},
 		{"no source", "amtrelay {\nrelay r1 192.0.2.1\n}", "no source, sources file or bgp defined", 0},
 		{"bad zone", "amtrelay exa..mple {\n" + good + "}", "invalid zone", 1},
+		{"zone not a CIDR", "amtrelay in-addr.arpa 198.51.100.0/33 {\n" + good + "}", `invalid zone "198.51.100.0/33": a '/' makes it a CIDR prefix`, 1},
+		{"zone CIDR without address", "amtrelay /24 {\n" + good + "}", `invalid zone "/24"`, 1},
+		{"fallthrough bad zone", "amtrelay {\n" + good + "fallthrough in-addr.arpa exa..mple\n}", `fallthrough: invalid zone "exa..mple"`, 4},
+		{"fallthrough not a CIDR", "amtrelay {\n" + good + "fallthrough 198.51.100.0/33\n}", `fallthrough: invalid zone "198.51.100.0/33"`, 4},
 		{"relay without address", "amtrelay {\n" + good + "relay r2\n}", "at least one address", 4},
 		{"duplicate relay", "amtrelay {\n" + good + "relay r1 192.0.2.2\n}", `relay "r1" defined twice`, 4},
 		{"address in two relays", "amtrelay {\n" + good + "relay r2 192.0.2.1\n}", "already belongs to relay", 4},
@@ -267,6 +271,25 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Expected the error to name line %d, got %q", tc.line, err)
 			}
 		})
+	}
+}
+
+// A zone or fallthrough argument in CIDR notation stands for the reverse zones it covers.
+func TestParseCIDRZones(t *testing.T) {
+	c := caddy.NewTestController("dns", `amtrelay 198.51.100.0/25 {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+		fallthrough 203.0.113.0/24
+	}`)
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	if len(cfg.zones) != 128 || cfg.zones[0] != "0.100.51.198.in-addr.arpa." || cfg.zones[127] != "127.100.51.198.in-addr.arpa." {
+		t.Errorf("Expected the 128 reverse zones of 198.51.100.0/25, got %d: %v...", len(cfg.zones), cfg.zones[:min(3, len(cfg.zones))])
+	}
+	if !cfg.fall.Through("amt.7.113.0.203.in-addr.arpa.") || cfg.fall.Through("amt.7.100.51.198.in-addr.arpa.") {
+		t.Errorf("Expected fallthrough in 113.0.203.in-addr.arpa. only, got %v", cfg.fall.Zones)
 	}
 }
 
