@@ -115,6 +115,10 @@ func TestExplainRefused(t *testing.T) {
 	if r := explainQuery(t, s, apexS); r.msg.Rcode != dns.RcodeSuccess || len(r.msg.Answer) == 0 {
 		t.Errorf("From a client explain names: %v", r.msg)
 	}
+	s.reload(t, fmt.Sprintf(block, "explain ::ffff:127.0.0.0/104"))
+	if r := explainQuery(t, s, apexS); r.msg.Rcode != dns.RcodeSuccess || len(r.msg.Answer) == 0 {
+		t.Errorf("From a client an IPv4-mapped explain prefix holds: %v", r.msg)
+	}
 	s.reload(t, fmt.Sprintf(block, ""))
 	if r := explainQuery(t, s, apexS); r.msg.Rcode != dns.RcodeRefused || len(r.msg.Answer) != 0 {
 		t.Errorf("Without explain: %v, want CoreDNS's REFUSED", r.msg)

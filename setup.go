@@ -290,15 +290,12 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 			if args := c.RemainingArgs(); len(args) > 0 {
 				cfg.explainFrom = nil
 				for _, arg := range args {
-					p, err := netip.ParsePrefix(arg)
+					// Client addresses are unmapped before they are matched: so are the prefixes.
+					p, err := table.ParsePrefix(arg)
 					if err != nil {
-						a, aerr := netip.ParseAddr(arg)
-						if aerr != nil {
-							return nil, c.Errf("explain: %q is not a prefix or an address", arg)
-						}
-						p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+						return nil, c.Errf("explain: %q: %v", arg, err)
 					}
-					cfg.explainFrom = append(cfg.explainFrom, p.Masked())
+					cfg.explainFrom = append(cfg.explainFrom, p)
 				}
 			}
 		case "admin":

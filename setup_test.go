@@ -2,6 +2,7 @@ package amtrelay
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -199,6 +200,9 @@ func TestParseErrors(t *testing.T) {
 		{"zone CIDR without address", "amtrelay /24 {\n" + good + "}", `invalid zone "/24"`, 1},
 		{"fallthrough bad zone", "amtrelay {\n" + good + "fallthrough in-addr.arpa exa..mple\n}", `fallthrough: invalid zone "exa..mple"`, 4},
 		{"fallthrough not a CIDR", "amtrelay {\n" + good + "fallthrough 198.51.100.0/33\n}", `fallthrough: invalid zone "198.51.100.0/33"`, 4},
+		{"explain not a prefix", "amtrelay {\n" + good + "explain localhost\n}", `explain: "localhost"`, 4},
+		{"explain host bits", "amtrelay {\n" + good + "explain 127.0.0.1/8\n}", "host bits set; did you mean 127.0.0.0/8?", 4},
+		{"explain zone", "amtrelay {\n" + good + "explain fe80::1%eth0\n}", "zones are not allowed", 4},
 		{"relay without address", "amtrelay {\n" + good + "relay r2\n}", "at least one address", 4},
 		{"duplicate relay", "amtrelay {\n" + good + "relay r1 192.0.2.2\n}", `relay "r1" defined twice`, 4},
 		{"address in two relays", "amtrelay {\n" + good + "relay r2 192.0.2.1\n}", "already belongs to relay", 4},
@@ -290,6 +294,24 @@ func TestParseCIDRZones(t *testing.T) {
 	}
 	if !cfg.fall.Through("amt.7.113.0.203.in-addr.arpa.") || cfg.fall.Through("amt.7.100.51.198.in-addr.arpa.") {
 		t.Errorf("Expected fallthrough in 113.0.203.in-addr.arpa. only, got %v", cfg.fall.Zones)
+	}
+}
+
+// Clients are matched by their unmapped address, so an IPv4-mapped explain prefix is kept as the
+// IPv4 prefix it maps.
+func TestParseExplainMappedPrefix(t *testing.T) {
+	c := caddy.NewTestController("dns", `amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+		explain ::ffff:127.0.0.0/104 ::ffff:10.0.0.1 2001:db8::/32
+	}`)
+	cfg, err := parse(c)
+	if err != nil {
+		t.Fatalf("Unexpected error: %v", err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("2001:db8::/32")}
+	if !slices.Equal(cfg.explainFrom, want) {
+		t.Errorf("Expected explain prefixes %v, got %v", want, cfg.explainFrom)
 	}
 }
 
