@@ -117,6 +117,7 @@ type canary struct {
 	prefix        netip.Prefix
 	text          string // the prefix as written, the canary label of the metrics
 	source, group netip.Addr
+	at            lineRef // the canary line, for errors found after the block is read
 }
 
 // canaryFor returns the index of the canary whose prefix is the longest that holds src, or -1.

@@ -333,10 +333,11 @@ func parseStanza(c *caddy.Controller) (*config, error) {
 		return nil, c.Err("no source, sources file or bgp defined: every query would miss")
 	}
 	if cfg.dnssec != nil && len(cfg.dnssec.keys) == 0 {
-		return nil, c.Err("dnssec_peer_keys without dnssec: the peers' keys go with this network's own")
+		pk := cfg.dnssec.peers
+		return nil, lineErr(pk.corefile, pk.line, "dnssec_peer_keys without dnssec: the peers' keys go with this network's own")
 	}
 	if len(cfg.canaries) > 0 && !cfg.health.enabled() {
-		return nil, c.Err("canary needs health checks: a canary is checked every health_check interval")
+		return nil, cfg.canaries[0].at.errorf("canary needs health checks: a canary is checked every health_check interval")
 	}
 	cfg.index()
 	if err := cfg.parseSourceLines(sources); err != nil {
@@ -595,7 +596,7 @@ func parseCanary(c *caddy.Controller) (*canary, error) {
 	if src.Is4() != grp.Is4() {
 		return nil, c.Errf("canary: source %s and group %s are of different families", src, grp)
 	}
-	return &canary{prefix: p, text: args[0], source: src, group: grp}, nil
+	return &canary{prefix: p, text: args[0], source: src, group: grp, at: lineRef{c.File(), c.Line()}}, nil
 }
 
 // isSSMGroup reports whether g is in the source-specific multicast ranges (RFC 4607): 232.0.0.0/8,

@@ -203,6 +203,7 @@ func TestParseErrors(t *testing.T) {
 		{"explain not a prefix", "amtrelay {\n" + good + "explain localhost\n}", `explain: "localhost"`, 4},
 		{"explain host bits", "amtrelay {\n" + good + "explain 127.0.0.1/8\n}", "host bits set; did you mean 127.0.0.0/8?", 4},
 		{"explain zone", "amtrelay {\n" + good + "explain fe80::1%eth0\n}", "zones are not allowed", 4},
+		{"dnssec_peer_keys without dnssec", "amtrelay {\n" + good + "dnssec_peer_keys peers.keys\nttl 30\n}", "dnssec_peer_keys without dnssec", 4},
 		{"relay without address", "amtrelay {\n" + good + "relay r2\n}", "at least one address", 4},
 		{"duplicate relay", "amtrelay {\n" + good + "relay r1 192.0.2.2\n}", `relay "r1" defined twice`, 4},
 		{"address in two relays", "amtrelay {\n" + good + "relay r2 192.0.2.1\n}", "already belongs to relay", 4},
@@ -258,7 +259,7 @@ func TestParseErrors(t *testing.T) {
 		{"canary v6 ASM group", "amtrelay {\n" + good + "canary 198.51.100.0/24 2001:db8::1 ff0e::1\n}", "not a source-specific", 4},
 		{"canary families", "amtrelay {\n" + good + "canary 198.51.100.0/24 2001:db8::1 232.1.1.1\n}", "different families", 4},
 		{"canary twice", "amtrelay {\n" + good + "canary 198.51.100.0/24 10.0.0.1 232.1.1.1\ncanary 198.51.100.0/24 10.0.0.2 232.1.1.2\n}", "canary for 198.51.100.0/24 given twice", 5},
-		{"canary without health checks", "amtrelay {\n" + good + "canary 198.51.100.0/24 10.0.0.1 232.1.1.1\nhealth_check off\n}", "canary needs health checks", 0},
+		{"canary without health checks", "amtrelay {\n" + good + "canary 198.51.100.0/24 10.0.0.1 232.1.1.1\nhealth_check off\n}", "canary needs health checks", 4},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
