@@ -78,9 +78,8 @@ func matchZone(zones []string, qname string) string {
 // answer decides what to do with r, a class IN query inside zone, from the table and the relay
 // states of v. It returns the reply to write; or nil, when cfg.handOn says so of the result, to
 // hand r to the next plugin, with resultRefused for REFUSED, and nil otherwise for SERVFAIL (the
-// all_down servfail policy). The
-// endpoints whose records the reply carries are appended to picked, which is returned. It only
-// reads its arguments.
+// all_down servfail policy). The endpoints whose records the reply carries are appended to picked,
+// which is returned. It only reads its arguments.
 func (cfg *config) answer(r *dns.Msg, zone string, v *view, picked []*endpoint) (*dns.Msg, result, []*endpoint) {
 	q := r.Question[0]
 	kind, apex, src := classify(q.Name, cfg.label)
