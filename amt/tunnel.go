@@ -141,7 +141,9 @@ type TunnelStatus struct {
 	// Requests and Updates sent; Queries and Data messages taken.
 	Requests, Queries, Updates, Data uint64
 	// Ignored counts well-formed messages that were not expected: stale
-	// nonces, Data for channels not joined, types only relays take.
+	// nonces, Data for channels not joined, Data while the tunnel is not
+	// established or from elsewhere than the relay, types only relays
+	// take.
 	Ignored uint64
 	// Bad counts datagrams that did not parse.
 	Bad uint64
@@ -225,6 +227,7 @@ type Tunnel struct {
 	finished  bool
 	st        TunnelStatus // State, Since, Relay, Err, Query and counters
 	haveQuery bool         // st.Query holds a MAC to use
+	queryFrom netip.Addr   // where st.Query came from, unmapped, without zone
 	channels  map[channel]*channelStats
 	out       []byte // message scratch, used under mu
 }
@@ -434,12 +437,20 @@ func (t *Tunnel) Close() error {
 // neither take the receive buffer from the Data that follows nor stop a
 // send.
 //
-// Every reply is accepted from any source: relays answer from other local
-// addresses and ports. Run sleeps until its next timer; datagrams are read
-// as they come by a reader (on Linux the package's one goroutine for every
-// tunnel, in batches), or with QueueData, while no reply is awaited, left
-// in the socket (see TunnelOptions). Reading and the timers take turns
-// under one lock, so a flood delays a timer by one bounded read at most.
+// Every reply is accepted from any source, its nonce being what ties it to
+// the Discovery or Request: relays answer from other local addresses and
+// ports. Multicast Data carries no nonce, so it counts only while the
+// tunnel is established, and only from the advertised relay address or
+// the address its last Query came from (any port): a relay bound to a
+// wildcard address sends from whichever address routes to the gateway,
+// and anyone else who learns the tunnel's port could otherwise keep a
+// channel's count going.
+//
+// Run sleeps until its next timer; datagrams are read as they come by a
+// reader (on Linux the package's one goroutine for every tunnel, in
+// batches), or with QueueData, while no reply is awaited, left in the
+// socket (see TunnelOptions). Reading and the timers take turns under one
+// lock, so a flood delays a timer by one bounded read at most.
 func (t *Tunnel) Run(ctx context.Context) error {
 	t.mu.Lock()
 	select {
@@ -836,8 +847,8 @@ func (r *tunnelRun) refreshJoins(now time.Time) {
 	r.nextRefresh = now.Add(r.refresh)
 }
 
-// receive handles one datagram from anywhere.
-func (r *tunnelRun) receive(b []byte, now time.Time) {
+// receive handles one datagram from anywhere; from is its source address.
+func (r *tunnelRun) receive(b []byte, from netip.Addr, now time.Time) {
 	t := r.t
 	if len(b) == 0 || b[0]>>4 != 0 {
 		t.count(func(st *TunnelStatus) { st.Bad++ })
@@ -862,7 +873,7 @@ func (r *tunnelRun) receive(b []byte, now time.Time) {
 		case r.waiting != awaitQuery || q.Nonce != r.nonce:
 			t.count(func(st *TunnelStatus) { st.Ignored++ })
 		default:
-			r.queried(q, now)
+			r.queried(q, from, now)
 		}
 	case typeData:
 		d, err := ParseData(b)
@@ -871,7 +882,7 @@ func (r *tunnelRun) receive(b []byte, now time.Time) {
 			return
 		}
 		t.mu.Lock()
-		if cs := t.channels[channel{d.Source.Addr().Unmap(), d.Group.Addr().Unmap()}]; cs != nil {
+		if cs := t.channels[channel{d.Source.Addr().Unmap(), d.Group.Addr().Unmap()}]; cs != nil && t.fromRelayLocked(from) {
 			cs.packets++
 			cs.last = now
 			t.st.Data++
@@ -888,6 +899,17 @@ func (t *Tunnel) count(f func(*TunnelStatus)) {
 	t.mu.Lock()
 	f(&t.st)
 	t.mu.Unlock()
+}
+
+// fromRelayLocked reports whether Data from address from is the relay's:
+// the tunnel is established and from is the advertised relay address or
+// the last Query's source (the caller holds mu).
+func (t *Tunnel) fromRelayLocked(from netip.Addr) bool {
+	if t.st.State != TunnelEstablished {
+		return false
+	}
+	from = from.Unmap().WithZone("")
+	return from == t.st.Relay.Addr() || from == t.queryFrom
 }
 
 // advertised moves on to the Request step with the advertised relay.
@@ -909,13 +931,14 @@ func (r *tunnelRun) advertised(relay netip.Addr, now time.Time) {
 	t.mu.Unlock()
 }
 
-// queried takes the Query for the pending Request.
-func (r *tunnelRun) queried(q Query, now time.Time) {
+// queried takes the Query for the pending Request, which came from from.
+func (r *tunnelRun) queried(q Query, from netip.Addr, now time.Time) {
 	r.waiting, r.failures = awaitNothing, 0
 	t := r.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.st.Query, t.haveQuery = q, true
+	t.queryFrom = from.Unmap().WithZone("")
 	t.st.Queries++
 	if q.Limit {
 		t.st.Err = ErrLimited

@@ -616,3 +616,128 @@ func TestTunnelRefreshWaitsForTheNewQuery(t *testing.T) {
 		}
 	})
 }
+
+// listenLoopback binds addr until the test ends, skipping the test where
+// it cannot be bound (only 127.0.0.1 is loopback outside Linux).
+func listenLoopback(t *testing.T, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		t.Skipf("Cannot bind %v: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// sendFrom sends msg to to from a socket bound to from.
+func sendFrom(t *testing.T, from string, to netip.AddrPort, msg []byte) {
+	t.Helper()
+	c := listenLoopback(t, netip.MustParseAddrPort(from))
+	if _, err := c.WriteToUDPAddrPort(msg, to); err != nil {
+		t.Fatalf("Send from %s: %v", from, err)
+	}
+}
+
+// handled waits until the tunnel has taken n Data or ignored messages.
+func handled(t *testing.T, tn *amt.Tunnel, queue bool, n uint64) amt.TunnelStatus {
+	t.Helper()
+	var st amt.TunnelStatus
+	waitUntil(t, "the datagrams handled", func() bool {
+		if queue {
+			tn.Drain()
+		}
+		st = tn.Status()
+		return st.Data+st.Ignored >= n
+	})
+	return st
+}
+
+// Multicast Data carries no nonce: a datagram from a host other than the
+// relay, sent to the tunnel's port, must not count, whether or not the
+// tunnel is established.
+func TestTunnelDataOnlyFromRelay(t *testing.T) {
+	bothModes(t, func(t *testing.T, queue bool) {
+		r := startResponder(t, "127.0.0.1:0")
+		r.SetMode(amttest.Silent)
+		opts := amt.TunnelOptions{Refresh: time.Minute, ReplyTimeout: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, QueueData: queue}
+		tn, _ := runTunnel(t, r.Addr(), opts, chS, chG)
+		port := netip.AddrPortFrom(addr4, tn.LocalAddr().Port())
+		forged, _ := amt.AppendData(nil, amt.Data{Source: netip.AddrPortFrom(chS, 1), Group: netip.AddrPortFrom(chG, 1), Payload: []byte("forged")})
+
+		sendFrom(t, "127.0.0.7:0", port, forged)
+		if st := handled(t, tn, queue, 1); st.Data != 0 || st.Ignored != 1 || tn.Packets(chS, chG) != 0 {
+			t.Fatalf("Forged Data before any Advertisement: %d packets counted, Status %+v", tn.Packets(chS, chG), st)
+		}
+
+		r.SetMode(amttest.Normal)
+		waitState(t, tn, amt.TunnelEstablished)
+		waitUntil(t, "the join", func() bool { return hasMembership(r, tunnelGateway(tn, r.Addr()), chS, chG) })
+		sendFrom(t, "127.0.0.7:0", port, forged)
+		if st := handled(t, tn, queue, 2); st.Data != 0 || st.Ignored != 2 || tn.Packets(chS, chG) != 0 {
+			t.Fatalf("Forged Data once established: %d packets counted, Status %+v", tn.Packets(chS, chG), st)
+		}
+
+		r.Inject(chS, chG, []byte("real"))
+		waitUntil(t, "the relay's data", func() bool { return packets(tn, queue, chS, chG) == 1 })
+		if st := tn.Status(); st.Data != 1 || st.Ignored != 2 {
+			t.Errorf("Status %+v, want the relay's Data counted and the forged ones ignored", st)
+		}
+	})
+}
+
+// A relay may send its Query and Data from another address than the one it
+// advertised (bound to a wildcard address, it sends from whichever address
+// routes to the gateway): Data counts from the advertised address and from
+// the Query's source, at any port, and from nowhere else.
+func TestTunnelDataFromQuerySource(t *testing.T) {
+	bothModes(t, func(t *testing.T, queue bool) {
+		// Runs once the sockets are closed, which ends the readers.
+		var wg sync.WaitGroup
+		t.Cleanup(wg.Wait)
+		// Discovery on 127.0.0.1, Requests on 127.0.0.3 (the same port),
+		// Queries from 127.0.0.4.
+		disc := listenLoopback(t, netip.AddrPortFrom(addr4, 0))
+		port := disc.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+		advertised := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.3"), port)
+		req := listenLoopback(t, advertised)
+		queries := listenLoopback(t, netip.MustParseAddrPort("127.0.0.4:0"))
+		wg.Go(func() {
+			buf := make([]byte, 64)
+			for {
+				n, from, err := disc.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				if nonce, err := amt.ParseDiscovery(buf[:n]); err == nil {
+					disc.WriteToUDPAddrPort(amt.AppendAdvertisement(nil, nonce, advertised.Addr()), from)
+				}
+			}
+		})
+		wg.Go(func() {
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := req.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				if nonce, _, err := amt.ParseRequest(buf[:n]); err == nil {
+					queries.WriteToUDPAddrPort(amt.AppendQuery(nil, amt.Query{Nonce: nonce, QRV: 2, QQI: time.Minute}), from)
+				}
+			}
+		})
+
+		tn, _ := runTunnel(t, netip.AddrPortFrom(addr4, port), amt.TunnelOptions{Refresh: time.Minute, QueueData: queue}, chS, chG)
+		waitState(t, tn, amt.TunnelEstablished)
+		gw := netip.AddrPortFrom(addr4, tn.LocalAddr().Port())
+		data, _ := amt.AppendData(nil, amt.Data{Source: netip.AddrPortFrom(chS, 1), Group: netip.AddrPortFrom(chG, 1)})
+		if _, err := queries.WriteToUDPAddrPort(data, gw); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		sendFrom(t, "127.0.0.3:0", gw, data)
+		sendFrom(t, "127.0.0.7:0", gw, data)
+		st := handled(t, tn, queue, 3)
+		if n := tn.Packets(chS, chG); n != 2 || st.Data != 2 || st.Ignored != 1 {
+			t.Errorf("%d packets counted (Status %+v), want those from the Query's source and the advertised address", n, st)
+		}
+	})
+}

@@ -204,12 +204,14 @@ func (s *tsock) close() error {
 }
 
 // batch is the receive state of one recvmmsg. Its buffers are the largest
-// datagram each, so nothing is truncated; batches are pooled across
-// tunnels and taken only while a read is under way, so that a thousand
-// idle tunnels hold no buffers.
+// datagram each, so nothing is truncated; each datagram's source address
+// is kept, since the tunnel counts Data from its relay only. Batches are
+// pooled across tunnels and taken only while a read is under way, so that
+// a thousand idle tunnels hold no buffers.
 type batch struct {
 	hdrs  [batchLen]unix.Mmsghdr
 	iovs  [batchLen]unix.Iovec
+	names [batchLen]unix.RawSockaddrAny
 	oob   [batchLen][batchOOB]byte
 	bufs  [batchLen][maxDatagram]byte
 	n     int           // datagrams read by the last recv
@@ -223,6 +225,7 @@ var batchPool = sync.Pool{New: func() any {
 		b.iovs[i].SetLen(maxDatagram)
 		b.hdrs[i].Hdr.Iov = &b.iovs[i]
 		b.hdrs[i].Hdr.SetIovlen(1)
+		b.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
 		b.hdrs[i].Hdr.Control = &b.oob[i][0]
 	}
 	return b
@@ -233,6 +236,7 @@ var batchPool = sync.Pool{New: func() any {
 // what it got.
 func (b *batch) recv(fd uintptr) bool {
 	for i := range b.hdrs {
+		b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrAny
 		b.hdrs[i].Hdr.SetControllen(batchOOB)
 		b.hdrs[i].Hdr.Flags = 0
 	}
@@ -513,7 +517,8 @@ func (t *Tunnel) handleBatch(b *batch, now time.Time) {
 		if d, ok := b.drops(i); ok {
 			dropped, seen = max(dropped, d), true
 		}
-		t.run.receive(b.bufs[i][:b.hdrs[i].Len], now)
+		from, _ := rawAddrPort(&b.names[i])
+		t.run.receive(b.bufs[i][:b.hdrs[i].Len], from.Addr(), now)
 	}
 	if seen {
 		t.mu.Lock()

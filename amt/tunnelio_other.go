@@ -81,7 +81,7 @@ func (t *Tunnel) read() {
 	defer close(t.rio.done)
 	buf := make([]byte, maxDatagram)
 	for {
-		n, _, err := t.sock.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := t.sock.conn.ReadFromUDPAddrPort(buf)
 		if errors.Is(err, net.ErrClosed) {
 			return
 		}
@@ -92,7 +92,7 @@ func (t *Tunnel) read() {
 		case t.rclosed:
 		case err == nil:
 			t.readErrors = 0
-			t.run.receive(buf[:n], now)
+			t.run.receive(buf[:n], from.Addr(), now)
 		case errors.Is(err, syscall.ECONNREFUSED):
 			// Where a platform reports refusals on unconnected sockets:
 			// about what was sent last.
