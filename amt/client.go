@@ -242,7 +242,10 @@ func (c *Client) prepare(ctx context.Context, target netip.AddrPort) (*endpoint,
 // Probe sends one Relay Discovery to target and waits up to timeout
 // (DefaultTimeout if not positive), or until ctx is done, for the matching
 // Relay Advertisement. It takes none of the relay's tunnel state, so it can
-// run often. A canceled ctx ends it with ResultError and an Err for which
+// run often. An Advertisement naming an address no Request can go to
+// (unspecified, multicast) is ResultBadReply, as in Handshake; one naming
+// the other family is ResultOK, since a gateway with both may use it. A
+// canceled ctx ends it with ResultError and an Err for which
 // errors.Is(Err, context.Canceled) holds: shutdown, not a relay fault.
 func (c *Client) Probe(ctx context.Context, target netip.AddrPort, timeout time.Duration) Reply {
 	e, target, err := c.prepare(ctx, target)
@@ -261,6 +264,8 @@ func (c *Client) Probe(ctx context.Context, target netip.AddrPort, timeout time.
 	}
 	e.wait(ctx, p)
 	switch {
+	case p.outcome == outReply && !usableRelay(p.relay):
+		return Reply{Result: ResultBadReply, Relay: p.relay, From: p.from, Ignored: p.ignored}
 	case p.outcome == outReply:
 		return Reply{Result: ResultOK, RTT: p.at.Sub(start), Relay: p.relay, From: p.from, Ignored: p.ignored}
 	case p.outcome == outFailed:
@@ -316,8 +321,7 @@ func (c *Client) Handshake(ctx context.Context, target netip.AddrPort, timeout t
 	}
 	h.DiscoveryRTT = p.at.Sub(start)
 	h.Relay, h.From = p.relay.Unmap(), p.from
-	if h.Relay.IsUnspecified() || h.Relay.IsMulticast() {
-		// Nothing could answer a Request sent there: the relay is broken.
+	if !usableRelay(h.Relay) {
 		h.Result = ResultBadReply
 		return h
 	}

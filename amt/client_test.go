@@ -233,6 +233,25 @@ func TestClientProbeAdvertisedOtherRelay(t *testing.T) {
 	}
 }
 
+// An Advertisement naming an address no Request can go to fails a
+// discovery-only Probe as it fails a Handshake; the address it named is
+// still reported.
+func TestClientProbeUnusableAdvertisedAddress(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	for _, adv := range []string{"0.0.0.0", "224.0.0.1", "239.255.255.250", "::", "ff02::1", "::ffff:0.0.0.0"} {
+		target, wait := fakeRelay(t, func(nonce uint32) [][]byte {
+			return [][]byte{amt.AppendAdvertisement(nil, nonce, netip.MustParseAddr(adv))}
+		})
+		rep := c.Probe(context.Background(), target, okTimeout)
+		wait()
+		if rep.Result != amt.ResultBadReply || rep.Relay != netip.MustParseAddr(adv) || rep.From != target || rep.RTT != 0 {
+			t.Errorf("Advertised %s: got %v relay %v from %v RTT %v (%v), want bad_reply naming it", adv, rep.Result, rep.Relay, rep.From, rep.RTT, rep.Err)
+		}
+	}
+	wantQuiet(t, c)
+}
+
 func TestClientProbeMappedTarget(t *testing.T) {
 	t.Parallel()
 	c := newClient(t)

@@ -26,7 +26,9 @@ const (
 	// as ResultTimeout.
 	ResultRefused
 	// ResultBadReply: packets arrived but none was a matching Relay
-	// Advertisement (wrong nonce, wrong type, bad length...).
+	// Advertisement (wrong nonce, wrong type, bad length...), or the
+	// matching one named a relay address no Request can go to (see
+	// usableRelay).
 	ResultBadReply
 	// ResultError: a local failure (socket, send, invalid target) or the
 	// context was canceled; see Reply.Err.
@@ -136,6 +138,15 @@ func errorReply(err error, ignored int) Reply {
 		r = ResultRefused
 	}
 	return Reply{Result: r, Ignored: ignored, Err: err}
+}
+
+// usableRelay reports whether relay, the address an Advertisement named,
+// is one a Request can be sent to: the unspecified address names no host
+// and a multicast group no relay, so a relay advertising either is broken
+// for every gateway.
+func usableRelay(relay netip.Addr) bool {
+	relay = relay.Unmap()
+	return relay.IsValid() && !relay.IsUnspecified() && !relay.IsMulticast()
 }
 
 // newNonce returns a random non-zero nonce. crypto/rand keeps nonces

@@ -915,13 +915,13 @@ func (t *Tunnel) fromRelayLocked(from netip.Addr) bool {
 // advertised moves on to the Request step with the advertised relay.
 func (r *tunnelRun) advertised(relay netip.Addr, now time.Time) {
 	t := r.t
-	if relay.Is4() != t.target.Addr().Is4() || relay.IsUnspecified() || relay.IsMulticast() {
-		// Unreachable from this socket, or not an address at all.
-		var err error = ErrRelayFamily
-		if relay.Is4() == t.target.Addr().Is4() {
-			err = fmt.Errorf("%w: advertised %v", ErrNoAdvertisement, relay)
-		}
-		r.missed(now, err)
+	if !usableRelay(relay) {
+		r.missed(now, fmt.Errorf("%w: advertised %v", ErrNoAdvertisement, relay))
+		return
+	}
+	if relay.Is4() != t.target.Addr().Is4() {
+		// Unreachable from this socket.
+		r.missed(now, ErrRelayFamily)
 		return
 	}
 	r.waiting, r.failures, r.next = awaitNothing, 0, now

@@ -741,3 +741,27 @@ func TestTunnelDataFromQuerySource(t *testing.T) {
 		}
 	})
 }
+
+// An Advertisement naming an address no Request can go to, or one of the
+// other family, is a failed discovery: no Request goes out.
+func TestTunnelUnusableAdvertisedAddress(t *testing.T) {
+	for _, tc := range []struct {
+		adv  string
+		want error
+	}{
+		{"0.0.0.0", amt.ErrNoAdvertisement},
+		{"224.0.0.1", amt.ErrNoAdvertisement},
+		{"::", amt.ErrNoAdvertisement},
+		{"::1", amt.ErrRelayFamily},
+	} {
+		t.Run(tc.adv, func(t *testing.T) {
+			r := startResponder(t, "127.0.0.1:0")
+			r.SetAdvertised(netip.MustParseAddr(tc.adv))
+			tn, _ := runTunnel(t, r.Addr(), amt.TunnelOptions{ReplyTimeout: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, chS, chG)
+			waitUntil(t, "the failed discovery", func() bool { return errors.Is(tn.Status().Err, tc.want) })
+			if st := tn.Status(); st.State != amt.TunnelDiscovering || st.Requests != 0 || st.Relay.IsValid() || r.Stats().Requests != 0 {
+				t.Errorf("Status %+v, relay got %d Requests; want discovering, none sent", st, r.Stats().Requests)
+			}
+		})
+	}
+}
