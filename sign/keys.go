@@ -103,7 +103,8 @@ func CheckDNSKEY(pub *dns.DNSKEY) error {
 // of another algorithm, and a pair that does not belong together: it signs a record with priv and
 // verifies the signature with pub, because miekg/dns takes an ECDSA or RSA public key from the
 // DNSKEY and never compares it with the private one, so a mismatched pair would sign every answer
-// with signatures no validator accepts. file names the key in messages.
+// with signatures no validator accepts. It also refuses a key whose tag is 0, which miekg/dns
+// cannot sign with. file names the key in messages.
 func NewKey(pub *dns.DNSKEY, priv crypto.PrivateKey, file string) (*Key, error) {
 	if pub == nil || priv == nil {
 		return nil, errors.New("missing public or private key")
@@ -116,6 +117,11 @@ func NewKey(pub *dns.DNSKEY, priv crypto.PrivateKey, file string) (*Key, error) 
 		return nil, err
 	}
 	k := &Key{dnskey: *pub, tag: pub.KeyTag(), priv: signer, file: file}
+	if k.tag == 0 {
+		// A valid tag (one key in 65536 has it), but miekg/dns takes 0 for "unset" and refuses to
+		// sign with it ("dns: bad key").
+		return nil, errors.New("key tag 0 cannot be used with this signer: generate another key")
+	}
 	k.dnskey.Hdr.Rrtype = dns.TypeDNSKEY
 	if err := k.selfTest(); err != nil {
 		return nil, err
