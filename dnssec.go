@@ -41,11 +41,30 @@ const dnskeyTTL = 3600
 // peerKeysMaxSize bounds the peer keys file: a few keys per network.
 const peerKeysMaxSize = 1 << 20
 
+// peerKeysMax bounds the distinct keys of the peer keys file. Networks hold two to four keys each
+// (KSK, ZSK, one of each rolling over), so 64 is room for a dozen networks; and the DNSKEY RRset
+// stays one message over TCP with RSA-4096 keys (about 34 KB of the 64 KB), while every DNSKEY
+// answer carries, and its signature covers, the whole set.
+const peerKeysMax = 64
+
 // parsePeerKeys reads the DNSKEY records of text, in zone-file form; owners and TTLs are ignored
-// (the keys are served at every apex), and anything but a DNSKEY that can sign is an error.
+// (the keys are served at every apex), and anything but a DNSKEY that can sign is an error. Each
+// key is returned once, in the order first seen.
+//
+// Directives ($GENERATE, $INCLUDE, $ORIGIN, $TTL) are refused: the file holds DNSKEY records only,
+// and one $GENERATE line makes thousands of keys out of a few bytes.
 func parsePeerKeys(text, name string) ([]*dns.DNSKEY, error) {
+	if err := refuseDirectives(text, name); err != nil {
+		return nil, err
+	}
 	zp := dns.NewZoneParser(strings.NewReader(text), ".", name)
 	zp.SetDefaultTTL(dnskeyTTL)
+	type rdata struct {
+		flags               uint16
+		protocol, algorithm uint8
+		publicKey           string
+	}
+	seen := make(map[rdata]bool)
 	var keys []*dns.DNSKEY
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
 		k, isKey := rr.(*dns.DNSKEY)
@@ -55,12 +74,37 @@ func parsePeerKeys(text, name string) ([]*dns.DNSKEY, error) {
 		if err := sign.CheckDNSKEY(k); err != nil {
 			return nil, fmt.Errorf("%s: key %d: %v", name, k.KeyTag(), err)
 		}
+		id := rdata{k.Flags, k.Protocol, k.Algorithm, k.PublicKey}
+		if seen[id] {
+			continue
+		}
+		if len(keys) == peerKeysMax {
+			return nil, fmt.Errorf("%s: more than %d distinct keys", name, peerKeysMax)
+		}
+		seen[id] = true
 		keys = append(keys, k)
 	}
 	if err := zp.Err(); err != nil {
 		return nil, err
 	}
 	return keys, nil
+}
+
+// refuseDirectives reports the first line of text that starts with "$": where the zone-file parser
+// reads a directive.
+func refuseDirectives(text, name string) error {
+	for lineNo := 1; text != ""; lineNo++ {
+		line, rest, _ := strings.Cut(text, "\n")
+		if strings.HasPrefix(line, "$") {
+			directive := line[:min(len(line), len("$GENERATE"))]
+			if i := strings.IndexAny(directive, " \t\r"); i > 0 {
+				directive = directive[:i]
+			}
+			return fmt.Errorf("%s:%d: %q: directives are not allowed, the file holds DNSKEY records only", name, lineNo, directive)
+		}
+		text = rest
+	}
+	return nil
 }
 
 // peerKeysFile keeps the peers' keys of an instance in step with their file, read like the

@@ -33,6 +33,21 @@ func writeKey(t *testing.T, dir, owner string, flags uint16, alg uint8, bits int
 	return base, k
 }
 
+// peerKeysText returns n distinct Ed25519 DNSKEY records, one a line, each written twice.
+func peerKeysText(t *testing.T, n int) string {
+	t.Helper()
+	var b strings.Builder
+	for range n {
+		k := &dns.DNSKEY{Hdr: dns.RR_Header{Name: "net1.example.", Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 3600},
+			Flags: 257, Protocol: 3, Algorithm: dns.ED25519}
+		if _, err := k.Generate(256); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(k.String() + "\n" + k.String() + "\n")
+	}
+	return b.String()
+}
+
 // signedQuery asks over TCP with the DO bit.
 func signedQuery(t *testing.T, s *testServer, name string, qtype uint16) *dns.Msg {
 	t.Helper()
@@ -106,7 +121,12 @@ func TestDNSSECAnswers(t *testing.T) {
 	ksk, kskPub := writeKey(t, dir, "example.", 257, dns.ECDSAP256SHA256, 256)
 	zsk, zskPub := writeKey(t, dir, "example.", 256, dns.ECDSAP256SHA256, 256)
 	_, peer := writeKey(t, t.TempDir(), "example.", 257, dns.ECDSAP256SHA256, 256)
-	writeFile(t, filepath.Join(dir, "peers.keys"), "; net1's KSK\n"+peer.String()+"\n")
+	// The peer's key is listed twice (once under another owner and TTL) and the file has this
+	// network's KSK too: the RRset lists each key once.
+	otherOwner := *peer
+	otherOwner.Hdr.Name, otherOwner.Hdr.Ttl = "net1.example.", 60
+	writeFile(t, filepath.Join(dir, "peers.keys"), "; net1's KSK\n"+peer.String()+"\n"+otherOwner.String()+"\n"+
+		"; ours\n"+kskPub.String()+"\n"+peer.String()+"\n")
 	writeFile(t, filepath.Join(dir, "admin.txt"), "down down\n")
 	s := startServer(t, fmt.Sprintf(`in-addr.arpa:0 {
 	bind 127.0.0.1
@@ -209,6 +229,12 @@ func TestDNSSECParseErrors(t *testing.T) {
 	ksk, _ := writeKey(t, dir, "example.", 257, dns.ECDSAP256SHA256, 256)
 	zsk, _ := writeKey(t, dir, "example.", 256, dns.ECDSAP256SHA256, 256)
 	writeFile(t, filepath.Join(dir, "bad.keys"), "x. 3600 IN A 192.0.2.1\n")
+	// A few bytes of $GENERATE would make thousands of keys.
+	_, peer := writeKey(t, t.TempDir(), "example.", 257, dns.ED25519, 256)
+	writeFile(t, filepath.Join(dir, "generate.keys"), peer.String()+"\n$GENERATE 0-65535 peer DNSKEY 257 3 15 "+
+		strings.Repeat("A", 33)+"${0,5,d}AAAAA=\n")
+	writeFile(t, filepath.Join(dir, "ttl.keys"), "; default\n$TTL 60\n"+peer.String()+"\n")
+	writeFile(t, filepath.Join(dir, "many.keys"), peerKeysText(t, peerKeysMax+1))
 	const relay = "relay r1 192.0.2.1\nsource 198.51.100.0/24 r1\n"
 	for _, tc := range []struct {
 		props string
@@ -229,6 +255,10 @@ func TestDNSSECParseErrors(t *testing.T) {
 		{"dnssec " + ksk + "\ndnssec_peer_keys bad.keys", "A record where only DNSKEY records go"},
 		{"dnssec " + ksk + "\ndnssec_peer_keys missing.keys", "missing.keys"},
 		{"dnssec " + ksk + "\ndnssec_peer_keys bad.keys every 1s", `dnssec_peer_keys: unknown option "every"`},
+		{"dnssec " + ksk + "\ndnssec_peer_keys generate.keys", `Testfile:5 - Error during parsing: dnssec_peer_keys: ` + filepath.Join(dir, "generate.keys") +
+			`:2: "$GENERATE": directives are not allowed, the file holds DNSKEY records only`},
+		{"dnssec " + ksk + "\ndnssec_peer_keys ttl.keys", `ttl.keys:2: "$TTL": directives are not allowed`},
+		{"dnssec " + ksk + "\ndnssec_peer_keys many.keys", "many.keys: more than 64 distinct keys"},
 		{"dnssec " + ksk + "\ndnssec " + ksk, "dnssec given twice"},
 	} {
 		_, err := setupIn(t, dir, "amtrelay {\n"+relay+tc.props+"\n}")
@@ -247,6 +277,15 @@ func TestDNSSECParseErrors(t *testing.T) {
 	}
 	if d := a.cfg.dnssec; len(d.keys) != 2 || d.validity != 96*time.Hour || d.cacheEntries != 1000 || d.peers.reload != 2*time.Second || d.peers.path != filepath.Join(dir, "none.keys") {
 		t.Errorf("Parsed %+v", d)
+	}
+	// As many distinct keys as allowed, each twice: the duplicates do not count.
+	writeFile(t, filepath.Join(dir, "full.keys"), peerKeysText(t, peerKeysMax))
+	a, err = setupIn(t, dir, "amtrelay {\n"+relay+"dnssec "+ksk+"\ndnssec_peer_keys full.keys\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.view.load().peers); n != peerKeysMax {
+		t.Errorf("%d peer keys from a file of %d distinct keys", n, peerKeysMax)
 	}
 }
 

@@ -8,20 +8,16 @@ import (
 
 // DNSKEYSet returns the DNSKEY RRset of apex: keys, this network's, then the peers' (the public keys
 // of other networks that answer for the same names, RFC 8901 model 2, so that a resolver that
-// got this RRset from us validates their answers too), each once, with owner apex (as given),
-// class IN and TTL ttl. Keys that are the same RDATA are listed once; nil peers are skipped.
+// got this RRset from us validates their answers too), with owner apex (as given), class IN and TTL
+// ttl. A peer that is one of keys (the same RDATA) is left out, and nil peers are skipped. The
+// peers must be distinct: the caller deduplicates them once, when it loads them, so that an answer
+// costs time linear in their number.
 //
 // RFC 4035 section 2.2 wants every RRset signed with every algorithm in the DNSKEY RRset, and
 // this network signs only with its own: peers should use the algorithms of its keys.
 func DNSKEYSet(keys []*Key, apex string, ttl uint32, peers []*dns.DNSKEY) []dns.RR {
 	out := make([]dns.RR, 0, len(keys)+len(peers))
 	add := func(k *dns.DNSKEY) {
-		for _, rr := range out {
-			o := rr.(*dns.DNSKEY)
-			if o.Flags == k.Flags && o.Protocol == k.Protocol && o.Algorithm == k.Algorithm && o.PublicKey == k.PublicKey {
-				return
-			}
-		}
 		out = append(out, &dns.DNSKEY{
 			Hdr:       dns.RR_Header{Name: apex, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: ttl},
 			Flags:     k.Flags,
@@ -33,9 +29,12 @@ func DNSKEYSet(keys []*Key, apex string, ttl uint32, peers []*dns.DNSKEY) []dns.
 	for _, k := range keys {
 		add(&k.dnskey)
 	}
-	for _, k := range peers {
-		if k != nil {
-			add(k)
+	for _, p := range peers {
+		if p != nil && !slices.ContainsFunc(keys, func(k *Key) bool {
+			o := &k.dnskey
+			return o.Flags == p.Flags && o.Protocol == p.Protocol && o.Algorithm == p.Algorithm && o.PublicKey == p.PublicKey
+		}) {
+			add(p)
 		}
 	}
 	return out

@@ -20,7 +20,7 @@ func TestDNSKEYSet(t *testing.T) {
 
 	ours := ksk.DNSKEY()
 	ours.Hdr.Name, ours.Hdr.Ttl = "elsewhere.example.", 1
-	set := DNSKEYSet(s.Keys(), apexMixed, 3600, []*dns.DNSKEY{peer.DNSKEY(), nil, ours, peer.DNSKEY()})
+	set := DNSKEYSet(s.Keys(), apexMixed, 3600, []*dns.DNSKEY{peer.DNSKEY(), nil, ours})
 	if len(set) != 3 {
 		t.Fatalf("DNSKEY set of %d records, want 3 (KSK, ZSK, peer):\n%v", len(set), set)
 	}
