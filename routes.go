@@ -64,7 +64,13 @@ type learnedRoutes struct {
 	// synced: the table holds at least what every neighbor sent before its End-of-RIB (or the
 	// neighbor's hold time passed with its session down). It stays true.
 	synced atomic.Bool
+	// mappedSeen: an IPv4-mapped IPv6 route was dropped and logged; later ones are dropped quietly.
+	// Only the subscription goroutine uses it.
+	mappedSeen bool
 }
+
+// ipv4Mapped holds the IPv4-mapped IPv6 addresses (RFC 4291 section 2.5.5.2).
+var ipv4Mapped = netip.MustParsePrefix("::ffff:0:0/96")
 
 // start acquires the speaker and follows its routes under ctx; the speaker is released when ctx
 // ends (the last holder's release stops it). It returns once the speaker's routes of the moment
@@ -113,6 +119,17 @@ func (l *learnedRoutes) start(ctx context.Context, wg *sync.WaitGroup) {
 func (l *learnedRoutes) changes(s *bgp.Speaker, routes []bgp.Route) []table.Change {
 	changes := make([]table.Change, 0, len(routes))
 	for _, r := range routes {
+		if r.Prefix.Bits() >= ipv4Mapped.Bits() && ipv4Mapped.Contains(r.Prefix.Addr()) {
+			// The table keeps IPv4 sources at their IPv4 prefix, where this route would replace,
+			// and its withdrawal delete, the route of an IPv4 family that the speaker still has.
+			// No IPv6 source is in there: the route is the IPv4 family's to give.
+			if !r.Withdrawn && !l.mappedSeen {
+				l.mappedSeen = true
+				log.Warningf("Ignoring BGP route %s (%s from %s), and any later IPv4-mapped IPv6 route: an IPv4 source's route belongs in an IPv4 family",
+					r.Prefix, r.Family, r.Neighbor)
+			}
+			continue
+		}
 		if mc, uc, both := l.families(r.Prefix); both {
 			// The speaker's routes now, which a later batch catches up with if they moved on.
 			if best, ok := s.Route(mc, r.Prefix); ok {

@@ -378,3 +378,59 @@ func TestBGPFailedReload(t *testing.T) {
 		t.Errorf("After the failed reload the session is %+v; want established since %v", st, since)
 	}
 }
+
+// An ipv6-multicast route for an IPv4-mapped prefix is no IPv6 source's route: it is ignored,
+// with one warning, so that it neither replaces the IPv4 family's route for the same addresses
+// nor, withdrawn, takes that route out of the table while the speaker still has it. A route of
+// another IPv6 prefix, announced after it, marks when the router's updates have been read.
+func TestBGPIgnoresIPv4MappedRoutes(t *testing.T) {
+	logs := captureLog(t)
+	r := bgptest.Start(t, bgptest.Options{})
+	r.Announce(r.Path(bgptest.IPv4Multicast, "198.51.100.0/24"))
+	readyAddr := freePort(t)
+	s := startServer(t, fmt.Sprintf(`in-addr.arpa:0 ip6.arpa:0 {
+	bind 127.0.0.1
+	ready %s
+	amtrelay {
+		relay a 127.0.0.120
+		relay b 127.0.0.121
+		bgp 64512 192.0.2.1
+		bgp_neighbor %s %d port %d family ipv4-multicast ipv6-multicast
+		bgp_relays a
+		bgp_community 64500:7 b
+		health_check off
+	}
+	whoami
+}
+`, readyAddr, r.Addr().Addr(), r.ASN(), r.Addr().Port()))
+	expectReady(t, readyAddr, 200)
+	if got := addressesOf(t, s, "udp", apexS); got != "127.0.0.120" {
+		t.Fatalf("%s: %s, want relay a of the ipv4-multicast route", apexS, got)
+	}
+
+	mapped := r.Path(bgptest.IPv6Multicast, "::ffff:198.51.100.0/120", 64500<<16|7)
+	marker := r.Path(bgptest.IPv6Multicast, "2001:db8:100::/48", 64500<<16|7)
+	r.Announce(mapped)
+	r.Announce(marker)
+	eventually(t, "the marker route", bgpWait, func() (bool, string) {
+		got := addressesOf(t, s, "udp", apexV6)
+		return got == "127.0.0.121", got
+	})
+	if got := addressesOf(t, s, "udp", apexS); got != "127.0.0.120" {
+		t.Errorf("With the mapped route announced, %s gets %s; want relay a of the ipv4-multicast route", apexS, got)
+	}
+
+	r.Withdraw(mapped)
+	r.Withdraw(marker)
+	eventually(t, "the marker route withdrawn", bgpWait, func() (bool, string) {
+		got := addressesOf(t, s, "udp", apexV6)
+		return got == "NXDOMAIN", got
+	})
+	if got := addressesOf(t, s, "udp", apexS); got != "127.0.0.120" {
+		t.Errorf("With the mapped route withdrawn, %s gets %s; want relay a of the ipv4-multicast route", apexS, got)
+	}
+	const warning = "Ignoring BGP route ::ffff:198.51.100.0/120 (ipv6-multicast from 127.0.0.2)"
+	if got := logs.String(); strings.Count(got, warning) != 1 || strings.Count(got, "Ignoring BGP route") != 1 {
+		t.Errorf("Want one warning %q, logged:\n%s", warning, got)
+	}
+}
