@@ -312,11 +312,14 @@ type fileLine struct {
 
 func (l fileLine) String() string { return l.s[l.start:l.end] }
 
+// byteOrderMark is what some Windows editors write at the start of a file.
+const byteOrderMark = "\uFEFF"
+
 // text returns the line as ParseFile sees it: a byte order mark at the
-// start of the file, which some Windows editors write, is not part of it.
+// start of the file is not part of it.
 func (l fileLine) text() string {
 	if l.start == 0 {
-		return strings.TrimPrefix(l.String(), "\uFEFF")
+		return strings.TrimPrefix(l.String(), byteOrderMark)
 	}
 	return l.String()
 }

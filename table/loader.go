@@ -100,7 +100,10 @@ func (l *FileLoader) patch(text string) (t *Table, fileHas map[netip.Prefix]bool
 	}
 	// A small file is cheap to parse whole, but as cheap to patch.
 	limit := max(prev.trie.Size()/maxPatchShare, 16)
-	removed, added, ok := diffLines(l.text, text, limit)
+	// ParseFile drops a byte order mark at the start of the text, and only there. Without it, the
+	// lines of both versions are what the parser sees, wherever a line moves: compared and parsed
+	// as they are, they cannot keep a line that a parse of the whole version rejects.
+	removed, added, ok := diffLines(strings.TrimPrefix(l.text, byteOrderMark), strings.TrimPrefix(text, byteOrderMark), limit)
 	if !ok {
 		return nil, nil, 0, false
 	}
@@ -109,7 +112,7 @@ func (l *FileLoader) patch(text string) (t *Table, fileHas map[netip.Prefix]bool
 	fp := newFileParser(l.name, l.resolve)
 	gone := make(map[netip.Prefix]bool, len(removed))
 	for _, ln := range removed {
-		p, ok, err := fp.prefix(ln.text())
+		p, ok, err := fp.prefix(ln.String())
 		if err != nil {
 			return nil, nil, 0, false
 		}
@@ -119,7 +122,7 @@ func (l *FileLoader) patch(text string) (t *Table, fileHas map[netip.Prefix]bool
 	}
 	// The lines that came, fully checked.
 	for _, ln := range added {
-		if fp.line(ln.text(), 0) != nil {
+		if fp.line(ln.String(), 0) != nil {
 			return nil, nil, 0, false
 		}
 	}

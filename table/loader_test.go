@@ -200,11 +200,56 @@ func TestFileLoaderOverrides(t *testing.T) {
 	}
 }
 
+// A byte order mark counts at the start of a file and nowhere else, so a
+// line that keeps its text but moves to or from the start is not the same
+// line to the parser: a patch agrees with a parse of the whole version.
+func TestFileLoaderByteOrderMark(t *testing.T) {
+	ctx := context.Background()
+	const bom = "\uFEFF"
+	for _, tc := range []struct {
+		name, old, new string
+		changed        int // lines the patch applies, when new loads
+	}{
+		{"a line inserted before the marked one", bom + "10.0.0.0/8 r1\n", "192.0.2.0/24 r2\n" + bom + "10.0.0.0/8 r1\n", 0},
+		{"the mark moved to an inserted line", bom + "10.0.0.0/8 r1\n", bom + "192.0.2.0/24 r2\n10.0.0.0/8 r1\n", 1},
+		{"the mark removed", bom + "10.0.0.0/8 r1\n", "10.0.0.0/8 r1\n", 0},
+		{"the mark added", "10.0.0.0/8 r1\n", bom + "10.0.0.0/8 r1\n", 0},
+		{"the mark twice", bom + "10.0.0.0/8 r1\n", bom + bom + "10.0.0.0/8 r1\n", 0},
+		{"the first line gone, the mark added", "192.0.2.0/24 r2\n10.0.0.0/8 r1\n", bom + "10.0.0.0/8 r1\n", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := NewFileLoader("s.txt", resolveTest, nil)
+			if _, err := l.Load(ctx, tc.old); err != nil {
+				t.Fatal(err)
+			}
+			got, err := l.Load(ctx, tc.new)
+			b, wantErr := ParseFile(bg, tc.new, "s.txt", resolveTest)
+			if (err != nil) != (wantErr != nil) || err != nil && err.Error() != wantErr.Error() {
+				t.Fatalf("Load error %v, want %v as a whole parse", err, wantErr)
+			}
+			if err != nil {
+				return
+			}
+			want, err := b.Build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(contents(got), contents(want)) {
+				t.Errorf("Load gave %v, want %v", contents(got), contents(want))
+			}
+			if n := l.ChangedLines(); n != tc.changed {
+				t.Errorf("ChangedLines %d, want %d", n, tc.changed)
+			}
+		})
+	}
+}
+
 // FuzzFileLoader loads old and then new, and checks the result against a
 // parse of new alone.
 func FuzzFileLoader(f *testing.F) {
 	f.Add("10.0.0.0/8 r1\n# c\n2001:db8::/32 r2 r3\n", "10.0.0.0/8 r2\n2001:db8::/32 r2 r3\n10.1.0.0/16 r1\n")
 	f.Add("\uFEFF10.1.0.0/16 r1\r\n10.2.0.0/16 r2", "10.2.0.0/16 r2\n10.1.0.0/16 r1\n10.2.0.0/16 r3\n")
+	f.Add("\uFEFF10.1.0.0/16 r1\n", "10.2.0.0/16 r2\n\uFEFF10.1.0.0/16 r1\n")
 	over := []Override{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Relays: []int{3}}}
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, old, new string) {
