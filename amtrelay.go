@@ -96,7 +96,9 @@ func (a *AMTRelay) Name() string { return pluginName }
 func (a *AMTRelay) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	q := r.Question[0]
 	zone := matchZone(a.cfg.zones, q.Name)
-	if zone == "" {
+	// Only queries are the plugin's: a NOTIFY (the one other opcode the server lets through) may
+	// be for a zone that a secondary further down the chain serves, such as S's reverse zone.
+	if zone == "" || r.Opcode != dns.OpcodeQuery {
 		return plugin.NextOrFailure(a.Name(), a.Next, ctx, w, r)
 	}
 	// Only class IN is answered; a CH or ANY query reaches a plugin only when the server enables

@@ -29,6 +29,19 @@ func TestServeUDPAndTCP(t *testing.T) {
 	}
 }
 
+// A NOTIFY is no query: it goes to the next plugin (a secondary of S's reverse zone would take it),
+// even for a name the plugin answers queries for.
+func TestNotifyHandedOn(t *testing.T) {
+	s := startServer(t, answerCorefile)
+	for _, name := range []string{apexS, revS} {
+		n := new(dns.Msg)
+		n.SetNotify(name)
+		if r := s.exchange(t, "udp", n); !r.fellThrough() || r.msg.Opcode != dns.OpcodeNotify {
+			t.Errorf("NOTIFY for %s: expected whoami's reply, got %v", name, r.msg)
+		}
+	}
+}
+
 // startUpstream runs a DNS server on loopback that answers every query with one TXT record saying
 // "upstream" in the query's class, and returns its address.
 func startUpstream(t *testing.T) string {
