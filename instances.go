@@ -11,6 +11,9 @@ import (
 // the instance's storage. The instances of one Corefile load are one generation.
 type generation struct {
 	leavingSince atomic.Int64 // Unix ns when its final shutdown began, 0 before
+	// A Corefile reload is replacing g: set when its restart begins, cleared if the restart fails.
+	// Every block's OnShutdown asks it: the register's restarting is gone once the first one stopped.
+	beingReplaced atomic.Bool
 }
 
 // leaving reports whether g's final shutdown has begun.
@@ -34,7 +37,7 @@ func (g *generation) leave() time.Time {
 var instances struct {
 	sync.Mutex
 	running     []*AMTRelay // oldest first
-	restarting  *generation // the generation being replaced, while its Restart runs
+	restarting  *generation // the generation being replaced, until the restart fails or its first block stops
 	newcomers   []*AMTRelay // started since restarting was set
 	unconfirmed []*AMTRelay // started by a restart that no hook of ours saw
 }
@@ -42,6 +45,7 @@ var instances struct {
 // beginRestart is an OnRestart hook of the running generation g. It returns the instances of
 // restarts nobody saw fail, which the caller stops.
 func beginRestart(g *generation) (orphans []*AMTRelay) {
+	g.beingReplaced.Store(true)
 	instances.Lock()
 	defer instances.Unlock()
 	if instances.restarting != g {
@@ -60,6 +64,7 @@ func beginRestart(g *generation) (orphans []*AMTRelay) {
 // that failed, which caddy discards without their OnShutdown: the caller stops them. The first hook
 // of g gets them all.
 func restartFailed(g *generation) (discarded []*AMTRelay) {
+	g.beingReplaced.Store(false)
 	instances.Lock()
 	defer instances.Unlock()
 	if instances.restarting == g {
@@ -67,14 +72,6 @@ func restartFailed(g *generation) (discarded []*AMTRelay) {
 		instances.restarting, instances.newcomers = nil, nil
 	}
 	return discarded
-}
-
-// restartingNow reports whether a restart of g is in progress: g's OnShutdown then is that of a
-// generation being replaced, not a final shutdown.
-func restartingNow(g *generation) bool {
-	instances.Lock()
-	defer instances.Unlock()
-	return instances.restarting == g
 }
 
 // register records a as running, and returns the other running instances, newest first.

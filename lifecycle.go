@@ -73,7 +73,7 @@ func (a *AMTRelay) start() error {
 // In a Corefile reload caddy has stopped the old servers before this hook: there is nothing to
 // wait for.
 func (a *AMTRelay) shutdown() error {
-	if grace := a.cfg.shutdownGrace; grace > 0 && !restartingNow(a.gen) {
+	if grace := a.cfg.shutdownGrace; grace > 0 && !a.gen.beingReplaced.Load() {
 		began := a.gen.leave()
 		if wait := time.Until(began.Add(grace)); wait > 0 {
 			log.Infof("Shutting down: not ready, answering for %v more", wait.Round(time.Millisecond))

@@ -273,3 +273,96 @@ func TestShutdownGrace(t *testing.T) {
 	inst.Wait()
 	s.inst = nil
 }
+
+// With several amtrelay blocks, a Corefile reload still does not wait for shutdown_grace: every
+// block of the generation being replaced knows it, not only the first to stop. A reload that fails
+// leaves the generation in service, whose final shutdown then waits for the grace period, not
+// ready from its start.
+func TestShutdownGraceSeveralBlocks(t *testing.T) {
+	const grace = 4 * time.Second
+	corefile := fmt.Sprintf(`in-addr.arpa:0 {
+	bind 127.0.0.1
+	amtrelay {
+		relay r1 192.0.2.1
+		source 198.51.100.0/24 r1
+		health_check off
+		shutdown_grace %v
+	}
+}
+ip6.arpa:0 {
+	bind 127.0.0.1
+	amtrelay {
+		relay r2 2001:db8::2
+		source 2001:db8::/32 r2
+		health_check off
+		shutdown_grace %v
+	}
+}
+`, grace, grace)
+	s := startServer(t, corefile)
+	// Caddy returns before its servers serve, and a reload that stops them before they do misses
+	// them: wait for an answer over each transport.
+	for _, proto := range []string{"udp", "tcp"} {
+		if got := addressesOf(t, s, proto, apexS); got != "192.0.2.1" {
+			t.Fatalf("Before the reload, %s: %s, want 192.0.2.1", proto, got)
+		}
+	}
+	logs := captureLog(t)
+
+	start := time.Now()
+	s.reload(t, strings.Replace(corefile, "192.0.2.1", "192.0.2.9", 1))
+	took := time.Since(start)
+	t.Logf("The reload took %v (bound %v)", took, grace/2)
+	if took > grace/2 {
+		t.Errorf("The reload took %v: it waited for the grace period", took)
+	}
+	if strings.Contains(logs.String(), "Shutting down") {
+		t.Errorf("A block shut down as if for good during the reload: %q", logs.String())
+	}
+	expectAddresses(t, s, "192.0.2.9")
+
+	caddyMu.Lock()
+	_, err := s.inst.Restart(corefileInput(strings.Replace(corefile, "health_check off", "health_check bogus", 1)))
+	caddyMu.Unlock()
+	if err == nil {
+		t.Fatal("Expected the reload of a broken Corefile to fail")
+	}
+
+	// The ready plugin's listener outlives a failed reload (goleak finds it): ask the blocks.
+	blocks := current()
+	if len(blocks) != 2 {
+		t.Fatalf("%d blocks in service, want 2", len(blocks))
+	}
+	readiness := func() string {
+		var got []string
+		for _, a := range blocks {
+			got = append(got, fmt.Sprint(a.Ready()))
+		}
+		return strings.Join(got, " ")
+	}
+	if got := readiness(); got != "true true" {
+		t.Fatalf("Blocks ready before the shutdown: %s, want true true", got)
+	}
+	done := make(chan time.Duration, 1)
+	start = time.Now()
+	inst := s.inst
+	go func() {
+		inst.ShutdownCallbacks()
+		done <- time.Since(start)
+	}()
+	eventually(t, "every block not ready", grace/2, func() (bool, string) {
+		got := readiness()
+		return got == "false false", got
+	})
+	took = <-done
+	t.Logf("After a failed reload, the shutdown hooks returned after %v (grace %v)", took, grace)
+	if took < grace {
+		t.Errorf("The shutdown hooks returned after %v, before the grace period", took)
+	}
+	if !strings.Contains(logs.String(), "Shutting down") {
+		t.Errorf("The final shutdown did not say it waits: %q", logs.String())
+	}
+	inst.Stop()
+	inst.Wait()
+	s.inst = nil
+}
