@@ -43,7 +43,33 @@ func startServer(t *testing.T, corefile string) *testServer {
 	t.Cleanup(func() { s.shutdown() })
 	srv := inst.Servers()[0]
 	s.udp, s.tcp = srv.LocalAddr().String(), srv.Addr().String()
+	s.waitServing(t)
 	return s
+}
+
+// waitServing returns once the first server answers over UDP and TCP. caddy returns from Start and
+// Restart with the listeners open but the serving goroutines maybe not yet running, and a server
+// stopped before it runs ignores the stop: the test would then hang in Wait. The query is for a
+// name in no zone of the test Corefiles, so no plugin counts it (a "." block hands it on).
+func (s *testServer) waitServing(t *testing.T) {
+	t.Helper()
+	q := new(dns.Msg)
+	q.SetQuestion("serving.invalid.", dns.TypeTXT)
+	for _, proto := range []string{"udp", "tcp"} {
+		c := &dns.Client{Net: proto, Timeout: 200 * time.Millisecond}
+		addr := s.udp
+		if proto == "tcp" {
+			addr = s.tcp
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, _, err := c.Exchange(q, addr); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("CoreDNS does not answer over %s at %s: %v", proto, addr, err)
+			}
+		}
+	}
 }
 
 // shutdown stops the way a SIGTERM does: shutdown callbacks first (they stop the probers), then listeners.
@@ -69,6 +95,7 @@ func (s *testServer) reload(t *testing.T, corefile string) {
 	s.inst = inst
 	srv := inst.Servers()[0]
 	s.udp, s.tcp = srv.LocalAddr().String(), srv.Addr().String()
+	s.waitServing(t)
 }
 
 // response is a reply as it came off the wire. msg is nil when miekg/dns cannot unpack it, which
