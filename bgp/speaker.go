@@ -134,6 +134,12 @@ type neighborState struct {
 	prefixes    [len(familyIndex)]int
 	synced      bool // latched, see syncedLocked
 	lastError   string
+	// updates is the count of UPDATE messages received in the current session when quietCheck
+	// last looked, and quietSince when it last changed; noEoR latches that the neighbor went a
+	// hold time without one while End-of-RIB was missing.
+	updates    uint64
+	quietSince time.Time
+	noEoR      bool
 }
 
 // familyIndex numbers the families for per-family arrays.
@@ -246,15 +252,64 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 	holdTimer := time.NewTimer(maxHold)
 	defer holdTimer.Stop()
+	quiet := time.NewTicker(quietCheckEvery)
+	defer quiet.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-holdTimer.C:
 			s.Status()
+		case <-quiet.C:
+			s.quietCheck(ctx, srv)
 		case addr := <-s.resets:
 			s.resetNeighbor(ctx, srv, addr)
 		}
+	}
+}
+
+// quietCheckEvery is how often quietCheck looks at the neighbors still owing End-of-RIB.
+const quietCheckEvery = time.Second
+
+// quietCheck stops waiting for the End-of-RIB of a neighbor that has sent no UPDATE for its hold
+// time: routers send End-of-RIB to a peer that advertises Graceful Restart, as the speaker does,
+// but one that does not do Graceful Restart itself need not send any (RFC 4724 only recommends
+// it), and waiting for it would keep the plugin unready for good. A table that has stopped
+// coming for a hold time is taken as complete.
+func (s *Speaker) quietCheck(ctx context.Context, srv *server.BgpServer) {
+	now := time.Now()
+	var owing []netip.Addr
+	s.mu.Lock()
+	for addr, n := range s.neighbors {
+		if n.established && !n.noEoR && !s.syncedLocked(n, now) {
+			owing = append(owing, addr)
+		}
+	}
+	s.mu.Unlock()
+	for _, addr := range owing {
+		var updates uint64
+		found := false
+		err := srv.ListPeer(ctx, &api.ListPeerRequest{Address: addr.String()}, func(p *api.Peer) {
+			updates, found = p.GetState().GetMessages().GetReceived().GetUpdate(), true
+		})
+		if err != nil || !found {
+			continue
+		}
+		s.mu.Lock()
+		n := s.neighbors[addr]
+		switch {
+		case n == nil || !n.established || s.stopped:
+		case updates != n.updates:
+			n.updates, n.quietSince = updates, now
+		case now.Sub(n.quietSince) >= n.cfg.HoldTime:
+			n.noEoR = true
+			s.logf("bgp: neighbor %v AS %d: no End-of-RIB for %v, and no UPDATE for its hold time (%v); taking its routes as its whole table",
+				n.cfg.Address, n.cfg.RemoteAS, (n.negotiated&^n.eor).List(), n.cfg.HoldTime)
+			if s.syncedLocked(n, now) {
+				s.wakeLocked()
+			}
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -442,6 +497,7 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time
 	}
 	now := time.Now()
 	n.established, n.since, n.eor, n.negotiated = up, now, 0, 0
+	n.updates, n.quietSince, n.noEoR = 0, now, false
 	if up {
 		n.everUp = true
 		n.negotiated = n.cfg.Families & offered(st.RemoteCap)
@@ -515,13 +571,14 @@ func (s *Speaker) Route(f Family, p netip.Prefix) (Route, bool) {
 }
 
 // syncedLocked reports whether n has given its whole table once: it sent
-// End-of-RIB for each family negotiated in one session, or its hold time
-// has passed since Run started and its session is down. It latches, so
-// that readiness does not flap with the session.
+// End-of-RIB for each family negotiated in one session (or, sending none,
+// went quiet: see quietCheck), or its hold time has passed since Run
+// started and its session is down. It latches, so that readiness does not
+// flap with the session.
 func (s *Speaker) syncedLocked(n *neighborState, now time.Time) bool {
 	switch {
 	case n.synced:
-	case n.established && n.eor&n.negotiated == n.negotiated:
+	case n.established && (n.eor&n.negotiated == n.negotiated || n.noEoR):
 		n.synced = true
 	case !n.established && !s.runStart.IsZero() && now.Sub(s.runStart) >= n.cfg.HoldTime:
 		n.synced = true

@@ -424,3 +424,36 @@ func TestTwoNeighbors(t *testing.T) {
 		t.Errorf("The speaker exported a route to r2: r2 has %v", got)
 	}
 }
+
+// TestNoEndOfRIB: a router without Graceful Restart sends no End-of-RIB;
+// once it has sent no UPDATE for its hold time its routes are taken as its
+// whole table, and the speaker is synced with them (logged), instead of
+// never.
+func TestNoEndOfRIB(t *testing.T) {
+	r := startRouter(t, routerOpts{noGR: true, hold: 3})
+	r.announce(r.path(IPv4Multicast, "198.51.100.0/24"))
+	n := r.neighbor()
+	n.HoldTime = 3 * time.Second
+	var log lines
+	s, err := New(testConfig(n), log.logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSpeaker(t, s)
+	up := waitStatus(t, s, sessionLimit, "established", func(st Status) bool { return st.Neighbors[0].Established })
+	if up.Synced {
+		t.Fatalf("Synced as soon as established, with no End-of-RIB: %+v", up)
+	}
+	st := waitStatus(t, s, sessionLimit+2*n.HoldTime, "synced", func(st Status) bool { return st.Synced })
+	took := time.Since(up.Neighbors[0].Since)
+	t.Logf("Synced %v after the session came up (hold %v)", took.Round(time.Millisecond), n.HoldTime)
+	if took < n.HoldTime {
+		t.Errorf("Synced after %v, before a hold time (%v) of quiet", took, n.HoldTime)
+	}
+	if nb := st.Neighbors[0]; nb.Families[0].EndOfRIB || nb.Families[0].Prefixes != 1 {
+		t.Errorf("Neighbor %+v, want no End-of-RIB and its 1 prefix", nb)
+	}
+	if log.count("no End-of-RIB") != 1 {
+		t.Errorf("Want one line about the missing End-of-RIB: %q", log.l)
+	}
+}
