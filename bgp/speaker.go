@@ -304,7 +304,7 @@ func (s *Speaker) quietCheck(ctx context.Context, srv *server.BgpServer) {
 		case now.Sub(n.quietSince) >= n.cfg.HoldTime:
 			n.noEoR = true
 			s.logf("bgp: neighbor %v AS %d: no End-of-RIB for %v, and no UPDATE for its hold time (%v); taking its routes as its whole table",
-				n.cfg.Address, n.cfg.RemoteAS, (n.negotiated&^n.eor).List(), n.cfg.HoldTime)
+				n.cfg.Address, n.cfg.RemoteAS, (n.negotiated &^ n.eor).List(), n.cfg.HoldTime)
 			if s.syncedLocked(n, now) {
 				s.wakeLocked()
 			}
