@@ -25,6 +25,15 @@ type gateway struct {
 	channels map[channel]time.Time
 }
 
+// ipTunnel is the tunnel of one gateway IP address with
+// Config.OneTunnelPerGatewayIP, as the Linux driver keeps it.
+type ipTunnel struct {
+	port    uint16 // the source port of the first Request: Queries and data go there
+	nonce   uint32 // of the latest Request
+	mac     amt.MAC
+	expires time.Time
+}
+
 // Membership is one gateway's subscription to one channel.
 type Membership struct {
 	// Gateway is the gateway's address and the port data is sent to.
@@ -79,14 +88,33 @@ func (r *Responder) handleRequest(b []byte, from netip.AddrPort, mode Mode) {
 	} else if !q.Querier.Is4() {
 		q.Querier = netip.IPv4Unspecified()
 	}
-	if r.cfg.GatewayField {
-		q.Gateway = from
-	}
 	r.st.Lock()
 	defer r.st.Unlock()
-	q.MAC = r.mac(from, nonce)
+	gw := from
+	if r.cfg.OneTunnelPerGatewayIP {
+		gw = r.requestTunnelLocked(from, nonce)
+	}
+	if r.cfg.GatewayField {
+		q.Gateway = gw
+	}
+	q.MAC = r.mac(gw, nonce)
 	var out [128]byte
-	r.sendLocked(amt.AppendQuery(out[:0], q), from, mode)
+	r.sendLocked(amt.AppendQuery(out[:0], q), gw, mode)
+}
+
+// requestTunnelLocked makes or takes the tunnel of from's address for a
+// Request with nonce, which becomes the only nonce its Updates may carry,
+// and returns the gateway endpoint of the tunnel: from's address and the
+// port of its first Request.
+func (r *Responder) requestTunnelLocked(from netip.AddrPort, nonce uint32) netip.AddrPort {
+	tn := r.tunnels[from.Addr()]
+	if tn == nil {
+		tn = &ipTunnel{port: from.Port(), expires: time.Now().Add(r.cfg.GatewayTimeout)}
+		r.tunnels[from.Addr()] = tn
+	}
+	gw := netip.AddrPortFrom(from.Addr(), tn.port)
+	tn.nonce, tn.mac = nonce, r.mac(gw, nonce)
+	return gw
 }
 
 func (r *Responder) handleUpdate(b []byte, from netip.AddrPort) {
@@ -98,9 +126,21 @@ func (r *Responder) handleUpdate(b []byte, from netip.AddrPort) {
 	now := time.Now()
 	r.st.Lock()
 	defer r.st.Unlock()
-	// The MAC covers the nonce, so one comparison checks both: only this
-	// relay can produce a MAC for a nonce it answered from this endpoint.
-	if m := r.mac(from, u.Nonce); !hmac.Equal(u.MAC[:], m[:]) {
+	port := from.Port()
+	if r.cfg.OneTunnelPerGatewayIP {
+		// The Linux driver looks the tunnel up by address alone and takes
+		// only the latest Request's nonce and MAC.
+		tn := r.tunnels[from.Addr()]
+		if tn == nil || u.Nonce != tn.nonce || !hmac.Equal(u.MAC[:], tn.mac[:]) {
+			r.counters.badMAC.Add(1)
+			return
+		}
+		tn.expires = now.Add(r.cfg.GatewayTimeout)
+		port = tn.port
+	} else if m := r.mac(from, u.Nonce); !hmac.Equal(u.MAC[:], m[:]) {
+		// The MAC covers the nonce, so one comparison checks both: only
+		// this relay can produce a MAC for a nonce it answered from this
+		// endpoint.
 		r.counters.badMAC.Add(1)
 		return
 	}
@@ -110,7 +150,7 @@ func (r *Responder) handleUpdate(b []byte, from netip.AddrPort) {
 		gw = &gateway{channels: make(map[channel]time.Time)}
 		r.gateways[from.Addr()] = gw
 	}
-	gw.port = from.Port()
+	gw.port = port
 	for _, rec := range u.Records {
 		g := rec.Group.Unmap()
 		if !g.IsMulticast() {
@@ -203,7 +243,7 @@ func (r *Responder) joinedLocked(ch channel) bool {
 	return false
 }
 
-// expire drops every membership whose time has come.
+// expire drops every membership and tunnel whose time has come.
 func (r *Responder) expire(now time.Time) {
 	r.st.Lock()
 	defer r.st.Unlock()
@@ -217,10 +257,15 @@ func (r *Responder) expire(now time.Time) {
 			delete(r.gateways, ip)
 		}
 	}
+	for ip, tn := range r.tunnels {
+		if !tn.expires.After(now) {
+			delete(r.tunnels, ip)
+		}
+	}
 }
 
-// nextExpiry returns when the earliest membership expires, or the zero
-// time (no deadline) when there is none.
+// nextExpiry returns when the earliest membership or tunnel expires, or the
+// zero time (no deadline) when there is none.
 func (r *Responder) nextExpiry() time.Time {
 	r.st.Lock()
 	defer r.st.Unlock()
@@ -230,6 +275,11 @@ func (r *Responder) nextExpiry() time.Time {
 			if next.IsZero() || t.Before(next) {
 				next = t
 			}
+		}
+	}
+	for _, tn := range r.tunnels {
+		if next.IsZero() || tn.expires.Before(next) {
+			next = tn.expires
 		}
 	}
 	return next

@@ -308,6 +308,73 @@ func TestStreamFollowsLatestPort(t *testing.T) {
 	}
 }
 
+func TestOneTunnelPerGatewayIP(t *testing.T) {
+	// The Linux driver: the first Request of an address makes its tunnel,
+	// whose port gets every Query and the data; each Request replaces the
+	// nonce, and only the latest nonce and MAC are taken.
+	r, err := StartConfig("127.0.0.1:0", Config{OneTunnelPerGatewayIP: true, GatewayField: true})
+	if err != nil {
+		t.Fatalf("StartConfig: %v", err)
+	}
+	defer r.Stop()
+	first, second := newGW(t, r.Addr()), newGW(t, r.Addr())
+	q1, from := first.request(41, false)
+	if from != r.Addr() || q1.Gateway != first.local() {
+		t.Errorf("Query from %v for gateway %v, want from %v for %v", from, q1.Gateway, r.Addr(), first.local())
+	}
+	// Another port of the same address: its Query goes to the first port.
+	second.send(amt.AppendRequest(nil, 42, false))
+	if b, _, ok := second.read(silenceWait); ok {
+		t.Errorf("The second port got %x", b)
+	}
+	b, _, ok := first.read(replyWait)
+	if !ok {
+		t.Fatalf("No Query for the second port's Request at the first port")
+	}
+	q2, err := amt.ParseQuery(b)
+	if err != nil || q2.Nonce != 42 || q2.Gateway != first.local() {
+		t.Fatalf("Query %+v (%v), want nonce 42 for %v", q2, err, first.local())
+	}
+	// The first nonce is void now; the latest is taken from either port,
+	// and the data goes to the tunnel's port.
+	first.update(q1, rec(amt.AllowNewSources, grpG, srcS))
+	waitFor(t, "the stale Update dropped", func() bool { return r.Stats().BadMAC == 1 })
+	second.update(q2, rec(amt.AllowNewSources, grpG, srcS))
+	waitFor(t, "the join", func() bool { return joined(r, first.local(), srcS, grpG) })
+	if n := r.Inject(srcS, grpG, []byte("x")); n != 1 {
+		t.Fatalf("Inject sent to %d, want 1", n)
+	}
+	if b, _, ok := first.read(replyWait); !ok || b[0] != 6 {
+		t.Errorf("The tunnel's port got %x, want Data", b)
+	}
+	if b, _, ok := second.read(silenceWait); ok {
+		t.Errorf("The second port got %x", b)
+	}
+	if s := r.Stats(); s.Updates != 1 || s.BadMAC != 1 {
+		t.Errorf("Stats %+v, want one Update taken and one dropped", s)
+	}
+}
+
+func TestOneTunnelPerGatewayIPExpires(t *testing.T) {
+	// A tunnel no Update refreshes is forgotten: the next Request, from
+	// any port, makes a new one there.
+	r, err := StartConfig("127.0.0.1:0", Config{OneTunnelPerGatewayIP: true, GatewayTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("StartConfig: %v", err)
+	}
+	defer r.Stop()
+	first, second := newGW(t, r.Addr()), newGW(t, r.Addr())
+	first.request(51, false)
+	waitFor(t, "the tunnel to expire", func() bool {
+		r.st.Lock()
+		defer r.st.Unlock()
+		return len(r.tunnels) == 0
+	})
+	if _, from := second.request(52, false); from != r.Addr() {
+		t.Errorf("Query from %v", from)
+	}
+}
+
 func TestExpiry(t *testing.T) {
 	r, err := StartConfig("127.0.0.1:0", Config{GatewayTimeout: 300 * time.Millisecond})
 	if err != nil {

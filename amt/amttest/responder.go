@@ -13,7 +13,11 @@
 //     for the gateway. State is kept per gateway IP address, as amtrelayd
 //     does, so data goes to the port of the gateway's latest Update; each
 //     channel expires Config.GatewayTimeout after the report that last
-//     named it. Updates with a wrong MAC are counted and dropped.
+//     named it. Updates with a wrong MAC are counted and dropped. With
+//     Config.OneTunnelPerGatewayIP the relay keeps the Linux driver's
+//     tunnel per gateway IP instead: the first Request's port gets every
+//     Query and the data, and Updates must carry the latest Request's
+//     nonce and MAC.
 //   - A valid Teardown drops the gateway's state.
 //   - Multicast Data goes to every gateway joined to the channel: from
 //     Inject, for in-process tests, or from real multicast received on
@@ -111,6 +115,15 @@ type Config struct {
 	// GatewayTimeout is how long a gateway's channel stays joined after
 	// the last Update naming it; default DefaultGatewayTimeout.
 	GatewayTimeout time.Duration
+	// OneTunnelPerGatewayIP keeps gateway state as the Linux driver
+	// (drivers/net/amt.c) does, rather than as amtrelayd: one tunnel per
+	// gateway IP address, made by its first Request, whose source port is
+	// where every later Query and all data go, whatever port a Request or
+	// Update comes from. Each Request replaces the tunnel's nonce and so
+	// its MAC, and an Update is taken only with the latest of both. The
+	// tunnel is forgotten GatewayTimeout after it was made or took its
+	// last Update.
+	OneTunnelPerGatewayIP bool
 	// GatewayField sets the G flag in Queries and appends the gateway's
 	// address and port, which RFC 7450 relays that take Teardowns send.
 	// amtrelayd never does, and VLC rejects such Queries.
@@ -151,7 +164,9 @@ type Stats struct {
 	Discoveries, Requests uint64
 	// Updates with a valid MAC, whatever their records.
 	Updates uint64
-	// BadMAC counts Updates and Teardowns dropped for their MAC.
+	// BadMAC counts Updates and Teardowns dropped for their MAC (with
+	// OneTunnelPerGatewayIP, also Updates without the latest nonce and MAC
+	// of their address's tunnel, or without a tunnel).
 	BadMAC uint64
 	// Malformed counts Requests, Updates and Teardowns that did not parse.
 	Malformed uint64
@@ -188,6 +203,7 @@ type Responder struct {
 	data     *dataSockets // nil without Config.DataInterface
 	secret   [32]byte
 	gateways map[netip.Addr]*gateway
+	tunnels  map[netip.Addr]*ipTunnel // with Config.OneTunnelPerGatewayIP
 	joins    map[channel]uint64
 }
 
@@ -257,6 +273,7 @@ func (r *Responder) listen() error {
 	r.conn, r.other, r.data = conn, other, data
 	_, _ = rand.Read(r.secret[:]) // never fails since Go 1.24
 	r.gateways = make(map[netip.Addr]*gateway)
+	r.tunnels = make(map[netip.Addr]*ipTunnel)
 	return nil
 }
 
@@ -411,6 +428,7 @@ func (r *Responder) stopLocked() error {
 	r.wg.Wait()
 	r.st.Lock()
 	clear(r.gateways)
+	clear(r.tunnels)
 	r.st.Unlock()
 	return err
 }
