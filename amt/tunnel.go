@@ -187,7 +187,11 @@ type channelStats struct {
 //
 // Real relays (amtrelayd) track gateways by IP address alone, so two
 // tunnels from one host to one relay take each other's streams: keep one
-// Tunnel per relay address and join every channel on it.
+// Tunnel per relay address and join every channel on it. The Linux driver
+// goes further: it sends every Query to the port of the host's first
+// Request and takes Updates only with the latest Request's nonce, so a
+// handshake with a relay that a Tunnel goes to must make its Request
+// through the Tunnel (see Request), not from another socket.
 //
 // The caller owns every goroutine: NewTunnel opens the socket, Run drives
 // the protocol until its context ends or Close is called, and the other
@@ -666,6 +670,8 @@ type tunnelRun struct {
 	nextRefresh time.Time
 	holdUntil   time.Time    // limited
 	icmp        []queuedICMP // spare slice for takeICMP
+	// asks are the callers of Request waiting for a Query.
+	asks []*requestAsk
 }
 
 func (r *tunnelRun) state() TunnelState {
@@ -714,6 +720,7 @@ func (r *tunnelRun) tick(now time.Time) {
 			r.sendDiscovery(now)
 		}
 	}
+	r.serveAsks(now)
 }
 
 // wake is when tick next has something to do.
@@ -757,6 +764,9 @@ func (r *tunnelRun) sendRequest(now time.Time) {
 	t.st.Requests++
 	t.mu.Unlock()
 	r.dst = withoutZone(relay)
+	// Every Request answers the callers of Request waiting for one: the
+	// relay keeps only the latest nonce, so a second would void this one.
+	r.attachAsks()
 	var b [requestLen]byte
 	if err := t.send(AppendRequest(b[:0], r.nonce, mld), relay); err != nil {
 		r.waiting = awaitQuery
@@ -772,6 +782,9 @@ func (r *tunnelRun) missed(now time.Time, err error) {
 	kind := r.waiting
 	r.waiting = awaitNothing
 	r.failures++
+	if kind == awaitQuery {
+		r.answerMissed(err)
+	}
 	t := r.t
 	t.mu.Lock()
 	if err == nil {
@@ -934,6 +947,7 @@ func (r *tunnelRun) advertised(relay netip.Addr, now time.Time) {
 // queried takes the Query for the pending Request, which came from from.
 func (r *tunnelRun) queried(q Query, from netip.Addr, now time.Time) {
 	r.waiting, r.failures = awaitNothing, 0
+	r.answerQuery(q, from, now)
 	t := r.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
