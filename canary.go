@@ -51,6 +51,17 @@ func acquireTunnel(target netip.AddrPort, opts amt.TunnelOptions) (*sharedTunnel
 	return st, nil
 }
 
+// canaryTunnelTo returns the canary tunnel to target, nil if none runs. A health probe of target makes
+// its Request through it, so that the relay sees one gateway of this host.
+func canaryTunnelTo(target netip.AddrPort) *amt.Tunnel {
+	canaryTunnels.Lock()
+	defer canaryTunnels.Unlock()
+	if st := canaryTunnels.byTarget[target]; st != nil {
+		return st.tunnel
+	}
+	return nil
+}
+
 // join joins (s, g) on the tunnel for one more holder.
 func (st *sharedTunnel) join(s, g netip.Addr) error {
 	canaryTunnels.Lock()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtdns/amtrelay/amt"
 	"github.com/amtdns/amtrelay/amt/amttest"
 
 	"github.com/miekg/dns"
@@ -384,5 +385,85 @@ func TestCanaryFollowsProbeName(t *testing.T) {
 	canaryTunnels.Unlock()
 	if stale {
 		t.Errorf("The tunnel to the old address %v is still held", old.Addr())
+	}
+}
+
+// Relays that keep one tunnel per gateway IP address, as the Linux driver does (the first Request's
+// port gets every Query; Updates count only with the latest Request's nonce and MAC): the probes'
+// handshakes and the canary tunnel are one gateway to them, so both stay up interval after interval.
+// From two sockets, whichever Request came first would take every Query (the other side ends
+// no_query, or its canary gets no data), and each probe's Request would void the canary's joins.
+func TestCanaryAndHandshakeAtKernelRelays(t *testing.T) {
+	cfg := amttest.Config{OneTunnelPerGatewayIP: true, GatewayTimeout: time.Second}
+	r0 := startRelayConfig(t, "127.0.0.95:0", cfg)
+	r1 := startRelayConfig(t, "127.0.0.96:0", cfg)
+	startBeacon(t, r0, r1)
+	s := startServer(t, canaryCorefile("nodata", r0, r1, ""))
+	const c0, c1 = "canary=198.51.100.0/24,relay=c0", "canary=198.51.100.0/24,relay=c1"
+	eventually(t, "both relays and canaries up, with data", 5*time.Second, func() (bool, string) {
+		up, n := series(t, "coredns_amtrelay_canary_up"), series(t, "coredns_amtrelay_canary_packets_total")
+		return relayUpValue(t, "c0") == 1 && relayUpValue(t, "c1") == 1 && up[c0] == 1 && up[c1] == 1 && n[c0] > 0 && n[c1] > 0,
+			fmt.Sprintf("relay_up %v %v, canary_up %v, packets %v", relayUpValue(t, "c0"), relayUpValue(t, "c1"), up, n)
+	})
+	probes := func() map[string]float64 { return series(t, "coredns_amtrelay_probes_total") }
+	before, packetsBefore := probes(), series(t, "coredns_amtrelay_canary_packets_total")
+
+	// Ten intervals, twice the relays' expiry of a tunnel whose Updates they drop.
+	const watch = 2 * time.Second
+	for end := time.Now().Add(watch); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		up := series(t, "coredns_amtrelay_canary_up")
+		if relayUpValue(t, "c0") != 1 || relayUpValue(t, "c1") != 1 || up[c0] != 1 || up[c1] != 1 {
+			t.Fatalf("relay_up %v %v, canary_up %v; probes %v; relays %+v %+v", relayUpValue(t, "c0"), relayUpValue(t, "c1"),
+				up, probes(), r0.Stats(), r1.Stats())
+		}
+	}
+	if got := addressesOf(t, s, "udp", apexS); got != "127.0.0.95 127.0.0.96" {
+		t.Errorf("Answer %s, want both relays", got)
+	}
+	after, packetsAfter := probes(), series(t, "coredns_amtrelay_canary_packets_total")
+	for _, relay := range []string{"c0", "c1"} {
+		ok := after["relay="+relay+",result=ok"] - before["relay="+relay+",result=ok"]
+		if ok < 5 || after["relay="+relay+",result=no_query"] != before["relay="+relay+",result=no_query"] {
+			t.Errorf("Relay %s: %v handshakes ok in %v, probes %v", relay, ok, watch, after)
+		}
+		ch := "canary=198.51.100.0/24,relay=" + relay
+		if n := packetsAfter[ch] - packetsBefore[ch]; n < 10 {
+			t.Errorf("Canary of %s: %v packets in %v of a 50ms beacon", relay, n, watch)
+		}
+	}
+}
+
+func startRelayConfig(t *testing.T, addr string, cfg amttest.Config) *amttest.Responder {
+	t.Helper()
+	r, err := amttest.StartConfig(addr, cfg)
+	if err != nil {
+		t.Fatalf("Responder on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { r.Stop() })
+	return r
+}
+
+// A probe whose canary tunnel ends under it (a reload dropped the canaries, or the name moved) makes
+// the handshake as it would without canaries rather than failing the relay.
+func TestProbeOutlivesTheCanaryTunnel(t *testing.T) {
+	r := startResponder(t, "127.0.0.97:0")
+	a := newTestPlugin(t, fmt.Sprintf(`amtrelay in-addr.arpa {
+	relay r1 %s probe %s
+	source 198.51.100.0/24 r1
+	health_check 200ms timeout 100ms
+}`, r.Addr().Addr(), r.Addr()))
+	holdProbeClient()
+	defer releaseProbeClient()
+	st, err := acquireTunnel(r.Addr(), amt.TunnelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.release()
+	if o := a.prober.probeOne(context.Background(), r.Addr()); o.result != amt.ResultOK || o.rtt <= 0 {
+		t.Errorf("Probe through the tunnel: %+v", o)
+	}
+	st.tunnel.Close()
+	if o := a.prober.probeOne(context.Background(), r.Addr()); o.result != amt.ResultOK {
+		t.Errorf("Probe once the tunnel ended: %+v", o)
 	}
 }

@@ -2,6 +2,7 @@ package amtrelay
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -124,6 +125,13 @@ func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 	if len(p.checks) == 0 {
 		return
 	}
+	// The canary tunnels of address targets run before the first probe, whose Request goes through
+	// them (see probeOne).
+	var joined []*canaryJoin
+	var later []*check
+	if len(p.canaries) > 0 {
+		joined, later = p.joinCanariesNow()
+	}
 	holdProbeClient()
 	wg.Add(1)
 	go func() {
@@ -132,7 +140,6 @@ func (p *prober) start(ctx context.Context, wg *sync.WaitGroup) {
 		p.sweep(ctx, p.probe)
 	}()
 	if len(p.canaries) > 0 {
-		joined, later := p.joinCanariesNow()
 		wg.Go(func() { p.canarySweep(ctx, joined, later) })
 	}
 }
@@ -290,7 +297,7 @@ func (o probeOutcome) String() string {
 }
 
 // probeOne runs one probe of target, the whole handshake or the Discovery alone, on the shared
-// Client.
+// Client, and through target's canary tunnel when it has one.
 func (p *prober) probeOne(ctx context.Context, target netip.AddrPort) probeOutcome {
 	client, err := sharedProbeClient()
 	if err != nil {
@@ -300,8 +307,48 @@ func (p *prober) probeOne(ctx context.Context, target netip.AddrPort) probeOutco
 		rep := client.Probe(ctx, target, p.hc.timeout)
 		return probeOutcome{result: rep.Result, rtt: rep.RTT}
 	}
-	rep := client.Handshake(ctx, target, p.hc.timeout)
+	if tunnel := canaryTunnelTo(target); tunnel != nil {
+		return p.handshakeThrough(ctx, client, tunnel, target)
+	}
+	return p.clientHandshake(ctx, client, target, p.hc.timeout)
+}
+
+// clientHandshake runs the whole handshake with target on the Client.
+func (p *prober) clientHandshake(ctx context.Context, client *amt.Client, target netip.AddrPort, timeout time.Duration) probeOutcome {
+	rep := client.Handshake(ctx, target, timeout)
 	return probeOutcome{result: rep.Result, step: rep.Step.String(), rtt: rep.DiscoveryRTT + rep.RequestRTT}
+}
+
+// handshakeThrough runs the handshake with a target that has a canary tunnel: the Discovery from the
+// Client, which takes no relay state, and the Request through the tunnel, within the timeout as
+// Client.Handshake. Relays keep one tunnel per gateway IP address: the Linux driver sends every Query
+// to the port of the host's first Request and takes Updates only with the latest Request's nonce, so
+// a Request from the Client's socket would get no Query, or void the MAC of the canary's joins.
+func (p *prober) handshakeThrough(ctx context.Context, client *amt.Client, tunnel *amt.Tunnel, target netip.AddrPort) probeOutcome {
+	deadline := time.Now().Add(p.hc.timeout)
+	disc := client.Probe(ctx, target, p.hc.timeout)
+	if disc.Result != amt.ResultOK {
+		return probeOutcome{result: disc.Result, step: amt.StepDiscovery.String()}
+	}
+	request := amt.StepRequest.String()
+	if disc.Relay.Unmap().Is4() != target.Addr().Unmap().Is4() {
+		// As Client.Handshake: no Request can reach it from a socket of the target's family.
+		return probeOutcome{result: amt.ResultError, step: request}
+	}
+	left := time.Until(deadline)
+	if left <= 0 {
+		return probeOutcome{result: amt.ResultNoQuery, step: request}
+	}
+	rep := tunnel.Request(ctx, left)
+	if errors.Is(rep.Err, amt.ErrTunnelClosed) && ctx.Err() == nil {
+		// The canaries left the relay under the probe (a reload dropped them, or the name moved):
+		// the handshake goes as without canaries, in the time left.
+		if left := time.Until(deadline); left > 0 {
+			return p.clientHandshake(ctx, client, target, left)
+		}
+		return probeOutcome{result: amt.ResultNoQuery, step: request}
+	}
+	return probeOutcome{result: rep.Result, step: request, rtt: disc.RTT + rep.RTT}
 }
 
 // targets returns the addresses to probe: the fixed target, or the first maxProbeAddrs addresses of
