@@ -1,6 +1,7 @@
 package sign
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,12 +10,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/amtdns/amtrelay/internal/openfile"
 	"github.com/miekg/dns"
 )
 
@@ -198,12 +200,11 @@ func basename(name string) string {
 func ReadDNSKEY(name string) (*dns.DNSKEY, error) {
 	base := basename(name)
 	path := base + ".key"
-	f, err := os.Open(path)
+	text, err := readKeyFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	rr, err := dns.ReadRR(f, path)
+	rr, err := dns.ReadRR(bytes.NewReader(text), path)
 	if err != nil {
 		return nil, inFile(path, err)
 	}
@@ -253,12 +254,11 @@ func loadKey(base string) (*Key, error) {
 		return nil, fmt.Errorf("%s.key: %w", base, err)
 	}
 	path := base + ".private"
-	f, err := os.Open(path)
+	text, err := readKeyFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	priv, err := pub.ReadPrivateKey(f, path)
+	priv, err := pub.ReadPrivateKey(bytes.NewReader(text), path)
 	if err != nil {
 		return nil, inFile(path, fmt.Errorf("reading the private key: %w", err))
 	}
@@ -267,6 +267,34 @@ func loadKey(base string) (*Key, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return k, nil
+}
+
+// maxKeyFile bounds a key file: an RSA-4096 private key in BIND's format is about 3.3 KB.
+const maxKeyFile = 64 << 10
+
+// readKeyFile reads a key file that must be a regular file of at most maxKeyFile bytes: a FIFO at
+// the path would otherwise hang start-up or a Corefile reload in open(2), and /dev/zero fill memory.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := openfile.Nonblocking(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	text, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(text) > maxKeyFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes: not a key file", path, maxKeyFile)
+	}
+	return text, nil
 }
 
 // inFile prefixes err with path unless miekg/dns's parse error names the file already.

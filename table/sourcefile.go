@@ -11,6 +11,8 @@ import (
 	"slices"
 	"time"
 	"unsafe"
+
+	"github.com/amtdns/amtrelay/internal/openfile"
 )
 
 // DefaultMaxSize is the size limit of a sources file when none is given:
@@ -228,7 +230,7 @@ func fileKind(m fs.FileMode) string {
 // taken before. It stops with ctx's error when ctx ends, between reads of
 // a few MiB.
 func (f *SourceFile) read(ctx context.Context) (string, FileStamp, error) {
-	file, err := openNonblocking(f.path)
+	file, err := openfile.Nonblocking(f.path)
 	if err != nil {
 		return "", FileStamp{}, err
 	}
