@@ -359,20 +359,19 @@ step_recovery() {
 }
 
 # ---------------------------------------------------------------- 5. reload
-# query_loop NAME NODE SERVER COUNT: up to COUNT queries (and at most 15 s)
-# for amt.<rev(S)> A, 0.1 s apart, one line per query into $WORK/run/loop-NAME: "ok SET" or "fail WHAT".
-# query_loop NAME NODE SERVER: ask SERVER for $AMT_NAME A in batches of five
-# (one dig process per batch: dig's start-up costs more than the query) until
-# $WORK/run/loop-stop appears, for at most 30 s. Writes "ok N" / "fail N" lines
-# per batch to $WORK/run/loop-NAME: N queries that got (or did not get) a
-# NOERROR answer with A records.
+# query_loop NAME NODE SERVER [TRIES]: ask SERVER for $AMT_NAME A in batches of
+# five (one dig process per batch: dig's start-up costs more than the query)
+# until $WORK/run/loop-stop appears, for at most 30 s, each query sent up to
+# TRIES times (default 1) 2 s apart. Writes "ok N" / "fail N" lines per batch
+# to $WORK/run/loop-NAME: N queries that got (or did not get) a NOERROR answer
+# with A records.
 query_loop() {
-	local name=$1 node=$2 server=$3 i end batch=$WORK/run/batch-$1
+	local name=$1 node=$2 server=$3 tries=${4:-1} i end batch=$WORK/run/batch-$1
 	printf '%s A\n' "$AMT_NAME" "$AMT_NAME" "$AMT_NAME" "$AMT_NAME" "$AMT_NAME" >"$batch"
 	end=$(($(now_ms) + 30000))
 	for ((i = 0; i < 300; i++)); do
 		[ ! -e "$WORK/run/loop-stop" ] && [ "$(now_ms)" -lt "$end" ] || break
-		nsx "$node" dig +tries=1 +timeout=2 "@$server" -f "$batch" 2>&1 | awk -v n=5 -v t="$(now_ms)" '
+		nsx "$node" dig +tries="$tries" +timeout=2 "@$server" -f "$batch" 2>&1 | awk -v n=5 -v t="$(now_ms)" '
 			/->>HEADER<<-/ { st = $6; sub(",", "", st); replies++ }
 			/^;; flags:/ { empty = 1; for (i = 1; i <= NF; i++) if ($i == "ANSWER:" && $(i + 1) + 0 > 0) empty = 0
 				if (st == "NOERROR" && !empty) good++; else why = why " " st (empty ? "/empty" : "") }
@@ -639,7 +638,11 @@ step_canary() {
 step_restart() {
 	wait_baseline || return 1
 	rm -f "$WORK/run/loop-stop"
-	query_loop direct n8 "$ANYCAST" &
+	# Sent to the anycast address while its route moves, a datagram can be lost in the network
+	# (one of 65 in one CI run, at the withdrawal, with net2 still answering): the direct loop
+	# retries once, as stub resolvers do. That the route moves before the server stops is checked
+	# on its own below, from the logs.
+	query_loop direct n8 "$ANYCAST" 2 &
 	local p1=$!
 	query_loop resolver n8 "$RESOLVER" &
 	local p2=$!
